@@ -1,0 +1,37 @@
+"""keras_towers: contrastive vision-language models for Keras 3.
+
+Example:
+
+```python
+import keras_towers
+model = keras_towers.CLIP.tiny()
+```
+"""
+
+from keras_towers import backbones
+from keras_towers import converters
+from keras_towers import objectives
+from keras_towers import presets
+from keras_towers.models import CLIP
+from keras_towers.models import ContrastiveModel
+from keras_towers.models import SigLIP
+from keras_towers.preprocessing import ByteTokenizer
+from keras_towers.preprocessing import ContrastivePreprocessor
+from keras_towers.towers import ImageTower
+from keras_towers.towers import TextTower
+from keras_towers.version import __version__
+
+__all__ = [
+    "CLIP",
+    "ByteTokenizer",
+    "ContrastiveModel",
+    "ContrastivePreprocessor",
+    "ImageTower",
+    "SigLIP",
+    "TextTower",
+    "__version__",
+    "backbones",
+    "converters",
+    "objectives",
+    "presets",
+]

@@ -1,0 +1,5 @@
+from keras_towers.models.base import ContrastiveModel
+from keras_towers.models.clip import CLIP
+from keras_towers.models.clip import SigLIP
+
+__all__ = ["CLIP", "ContrastiveModel", "SigLIP"]

@@ -1,0 +1,270 @@
+"""`ContrastiveModel`: what every keras_towers method shares.
+
+A method owns two towers (and maybe more), a preprocessor, and a
+`compute_loss` built from pure objectives. This base class supplies the rest:
+raw-data handling in `fit`/`evaluate`/`predict`, `encode_images` /
+`encode_texts` for evaluation, metrics for objective diagnostics, and presets.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import keras
+import numpy as np
+import tensorflow as tf
+from keras import ops
+from keras_hub.src.utils.python_utils import classproperty
+
+from keras_towers import presets as preset_lib
+from keras_towers.preprocessing import IMAGE_KEY
+from keras_towers.preprocessing import TEXT_KEY
+
+
+def l2_normalize(x, epsilon: float = 1e-8):
+    """L2-normalise the last axis in float32."""
+    x = ops.cast(x, "float32")
+    return x / ops.sqrt(ops.maximum(ops.sum(x * x, axis=-1, keepdims=True), epsilon**2))
+
+
+@keras.saving.register_keras_serializable(package="keras_towers")
+class ClampConstraint(keras.constraints.Constraint):
+    """Clamp a variable into `[min_value, max_value]` after each update."""
+
+    def __init__(self, min_value: float | None = None, max_value: float | None = None):
+        self.min_value = min_value
+        self.max_value = max_value
+
+    def __call__(self, w):
+        lo = -math.inf if self.min_value is None else self.min_value
+        hi = math.inf if self.max_value is None else self.max_value
+        return ops.clip(w, lo, hi)
+
+    def get_config(self):
+        return {"min_value": self.min_value, "max_value": self.max_value}
+
+
+def _is_string_batch(value) -> bool:
+    return isinstance(value, (str, bytes)) or (
+        isinstance(value, (list, tuple))
+        and value
+        and isinstance(value[0], (str, bytes))
+    )
+
+
+class ContrastiveModel(keras.Model):
+    """Base class of keras_towers methods (not used directly).
+
+    Subclasses define towers, `call` and `compute_loss`, and list the
+    diagnostics they log in `diagnostic_names`.
+    """
+
+    diagnostic_names: tuple = ()
+
+    def _init_diagnostics(self, names):
+        self.diagnostic_names = tuple(names)
+        self.diagnostic_trackers = [keras.metrics.Mean(name=n) for n in names]
+
+    def _update_diagnostics(self, diagnostics: dict, prefix: str = ""):
+        by_name = {t.name: t for t in self.diagnostic_trackers}
+        for key, value in diagnostics.items():
+            by_name[prefix + key].update_state(value)
+
+    # === Preprocessing around fit/evaluate/predict ===
+
+    def _needs_preprocessing(self, element_spec) -> bool:
+        if not isinstance(element_spec, dict):
+            return False
+        if TEXT_KEY in element_spec:
+            return True
+        images = element_spec.get(IMAGE_KEY)
+        return images is not None and images.dtype == tf.uint8
+
+    def _prepare(self, x, batch_size, shuffle=False):
+        """Map the preprocessor over raw data; leave preprocessed data alone."""
+        if isinstance(x, dict) and self.preprocessor is not None:
+            if any(k in x for k in (TEXT_KEY, IMAGE_KEY)):
+                n = len(next(iter(x.values())))
+                ds = tf.data.Dataset.from_tensor_slices(x)
+                if shuffle:
+                    ds = ds.shuffle(n, reshuffle_each_iteration=True)
+                x = ds.batch(batch_size or 32)
+        if isinstance(x, tf.data.Dataset) and self.preprocessor is not None:
+            spec = x.element_spec
+            features = spec[0] if isinstance(spec, tuple) else spec
+            if self._needs_preprocessing(features):
+                x = x.map(self.preprocessor, num_parallel_calls=tf.data.AUTOTUNE)
+                x = x.prefetch(tf.data.AUTOTUNE)
+        return x
+
+    def fit(self, x=None, y=None, batch_size=None, shuffle=True, **kwargs):
+        """`keras.Model.fit`, accepting raw `{"images", "texts"}` data.
+
+        A `tf.data.Dataset` of raw batches (or a dict of arrays and strings)
+        is preprocessed with `self.preprocessor` inside the pipeline.
+        """
+        prepared = self._prepare(x, batch_size, shuffle=shuffle)
+        if prepared is not x:
+            batch_size = None
+        return super().fit(
+            prepared, y, batch_size=batch_size, shuffle=shuffle, **kwargs
+        )
+
+    def evaluate(self, x=None, y=None, batch_size=None, **kwargs):
+        prepared = self._prepare(x, batch_size)
+        if prepared is not x:
+            batch_size = None
+        return super().evaluate(prepared, y, batch_size=batch_size, **kwargs)
+
+    def predict(self, x, batch_size=None, **kwargs):
+        prepared = self._prepare(x, batch_size)
+        if prepared is not x:
+            batch_size = None
+        return super().predict(prepared, batch_size=batch_size, **kwargs)
+
+    # === Encoding raw inputs ===
+
+    def _require_preprocessor(self):
+        if self.preprocessor is None:
+            raise ValueError(
+                f"{type(self).__name__} has no preprocessor; pass "
+                "`preprocessor=` to use raw images and strings."
+            )
+
+    def _encode(self, batches, key):
+        outputs = [
+            keras.ops.convert_to_numpy(self.predict_on_batch(batch)[key])
+            for batch in batches
+        ]
+        return outputs
+
+    def encode_images(self, images, batch_size: int = 32) -> np.ndarray:
+        """L2-normalised image embeddings for raw images.
+
+        Args:
+            images: one image `(H, W, C)`, a batch `(N, H, W, C)`, a list of
+                images (sizes may differ), or a `tf.data.Dataset` yielding
+                image batches. uint8 or float, values in `[0, 255]`.
+            batch_size: int. Images per forward pass.
+
+        Returns:
+            float32 NumPy array `(N, D)` with unit-norm rows.
+        """
+        self._require_preprocessor()
+        if isinstance(images, tf.data.Dataset):
+            if isinstance(images.element_spec, dict):
+                images = images.map(lambda b: b[IMAGE_KEY])
+            ds = images.map(lambda b: self.preprocessor({IMAGE_KEY: b}))
+            batches = ({IMAGE_KEY: b[IMAGE_KEY].numpy()} for b in ds.prefetch(2))
+            chunks = self._encode(batches, "image_embeddings")
+            return _concat(chunks, self.embedding_dim)
+        if isinstance(images, np.ndarray) and images.ndim == 3:
+            images = images[None]
+        if isinstance(images, (list, tuple)):
+            images = [np.asarray(im) for im in images]
+        elif not isinstance(images, np.ndarray):
+            images = np.asarray(keras.ops.convert_to_numpy(images))
+            if images.ndim == 3:
+                images = images[None]
+        if isinstance(images, np.ndarray) and images.ndim != 4:
+            raise ValueError(
+                "`images` must be one image (H, W, C), a batch (N, H, W, C) "
+                f"or a list of images. Received shape {images.shape}."
+            )
+        _warn_if_unit_range(images)
+        chunks = []
+        for start in range(0, len(images), batch_size):
+            chunk = images[start : start + batch_size]
+            if isinstance(chunk, list):
+                shapes = {im.shape for im in chunk}
+                if len(shapes) == 1:
+                    chunk = np.stack(chunk)
+            if isinstance(chunk, list):
+                pixels = np.concatenate(
+                    [self._preprocess_images(im[None]) for im in chunk]
+                )
+            else:
+                pixels = self._preprocess_images(chunk)
+            chunks.extend(self._encode([{IMAGE_KEY: pixels}], "image_embeddings"))
+        return _concat(chunks, self.embedding_dim)
+
+    def _preprocess_images(self, images):
+        if images.ndim != 4:
+            raise ValueError(
+                "Each image must have shape (H, W, C). "
+                f"Received shape {images.shape[1:]}."
+            )
+        out = self.preprocessor({IMAGE_KEY: images})[IMAGE_KEY]
+        return keras.ops.convert_to_numpy(out)
+
+    def encode_texts(self, texts, batch_size: int = 256) -> np.ndarray:
+        """L2-normalised text embeddings for raw strings.
+
+        Args:
+            texts: a string or a list of strings.
+            batch_size: int. Texts per forward pass.
+
+        Returns:
+            float32 NumPy array `(N, D)` with unit-norm rows.
+        """
+        self._require_preprocessor()
+        if isinstance(texts, (str, bytes)):
+            texts = [texts]
+        texts = list(texts)
+        for i, text in enumerate(texts):
+            if not isinstance(text, (str, bytes)):
+                raise TypeError(
+                    f"`texts[{i}]` must be a string. Received "
+                    f"{type(text).__name__}: {text!r}."
+                )
+        chunks = []
+        for start in range(0, len(texts), batch_size):
+            tokens = self.preprocessor({TEXT_KEY: texts[start : start + batch_size]})
+            tokens = {k: keras.ops.convert_to_numpy(v) for k, v in tokens.items()}
+            chunks.extend(self._encode([tokens], "text_embeddings"))
+        return _concat(chunks, self.embedding_dim)
+
+    # === Presets ===
+
+    @classproperty
+    def presets(cls) -> dict:
+        """Shipped presets loadable by this class, name -> metadata."""
+        return preset_lib.list_presets(cls)
+
+    @classmethod
+    def from_preset(cls, preset: str, load_weights: bool = True, **kwargs):
+        """Load a model from a preset name or directory.
+
+        Args:
+            preset: a shipped preset name (see `cls.presets`), a directory
+                written by `save_to_preset`, or a directory in a supported
+                external format (e.g. `transformers` CLIP:
+                `config.json` with `model_type: clip` + `model.safetensors`).
+            load_weights: bool. Load the weights, or only the architecture.
+        """
+        return preset_lib.load(cls, preset, load_weights=load_weights, **kwargs)
+
+    def save_to_preset(
+        self, preset_dir: str, description: str = "", **metadata
+    ) -> None:
+        """Write config, weights, preprocessor assets and metadata to a dir."""
+        preset_lib.save(self, preset_dir, description=description, **metadata)
+
+
+def _concat(chunks, dim):
+    if not chunks:
+        return np.zeros((0, dim), "float32")
+    return np.concatenate(chunks).astype("float32")
+
+
+def _warn_if_unit_range(images):
+    sample = images[0] if isinstance(images, list) and images else images
+    if isinstance(sample, np.ndarray) and sample.size and sample.dtype.kind == "f":
+        if float(np.max(sample)) <= 1.0 and float(np.min(sample)) >= 0.0:
+            warnings.warn(
+                "Float images with values in [0, 1] were given; keras_towers "
+                "expects pixel values in [0, 255] (like uint8). Multiply by "
+                "255 if these are unit-range images.",
+                stacklevel=3,
+            )
