@@ -203,7 +203,7 @@ class ContrastivePreprocessor(Preprocessor):
     ) -> ContrastivePreprocessor:
         """Byte tokenizer + center-crop/bicubic resize with CLIP's mean/std."""
         scale = [1.0 / (255.0 * s) for s in std]
-        offset = [-m / s for m, s in zip(mean, std)]
+        offset = [-m / s for m, s in zip(mean, std, strict=True)]
         converter = ImageConverter(
             image_size=(image_size, image_size),
             scale=scale,
