@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import keras
 from keras import ops
 
 _REGISTRY: dict[str, Callable] = {}
@@ -106,11 +107,24 @@ def _soft_cross_entropy(logits, targets):
     return -ops.mean(ops.sum(targets * log_probs, axis=-1))
 
 
+def at_least_float32(x):
+    """Cast half-precision tensors to float32; keep float32/float64 as is.
+
+    Logits, softmax and norms run in float32 also under mixed precision.
+    """
+    x = ops.convert_to_tensor(x)
+    dtype = keras.backend.standardize_dtype(x.dtype)
+    if dtype in ("float16", "bfloat16") or not dtype.startswith("float"):
+        return ops.cast(x, "float32")
+    return x
+
+
 def _similarity_logits(image_embeddings, text_embeddings, logit_scale):
-    # Logits and softmax always in float32, also under mixed precision.
-    image_embeddings = ops.cast(image_embeddings, "float32")
-    text_embeddings = ops.cast(text_embeddings, "float32")
-    logit_scale = ops.cast(logit_scale, "float32")
+    image_embeddings = at_least_float32(image_embeddings)
+    text_embeddings = ops.cast(
+        at_least_float32(text_embeddings), image_embeddings.dtype
+    )
+    logit_scale = ops.cast(logit_scale, image_embeddings.dtype)
     return logit_scale * ops.matmul(image_embeddings, ops.transpose(text_embeddings))
 
 
@@ -148,9 +162,9 @@ def infonce_loss(
         )
     logits = _similarity_logits(image_embeddings, text_embeddings, logit_scale)
     batch_size = ops.shape(logits)[0]
-    targets = ops.eye(batch_size, dtype="float32")
+    targets = ops.eye(batch_size, dtype=logits.dtype)
     if label_smoothing:
-        n = ops.cast(batch_size, "float32")
+        n = ops.cast(batch_size, logits.dtype)
         targets = targets * (1.0 - label_smoothing) + label_smoothing / n
     loss = 0.5 * (
         _soft_cross_entropy(logits, targets)

@@ -18,13 +18,14 @@ from keras import ops
 from keras_hub.src.utils.python_utils import classproperty
 
 from keras_towers import presets as preset_lib
+from keras_towers.objectives import at_least_float32
 from keras_towers.preprocessing import IMAGE_KEY
 from keras_towers.preprocessing import TEXT_KEY
 
 
 def l2_normalize(x, epsilon: float = 1e-8):
-    """L2-normalise the last axis in float32."""
-    x = ops.cast(x, "float32")
+    """L2-normalise the last axis (in float32 for half-precision inputs)."""
+    x = at_least_float32(x)
     return x / ops.sqrt(ops.maximum(ops.sum(x * x, axis=-1, keepdims=True), epsilon**2))
 
 

@@ -11,6 +11,7 @@ from keras_towers import objectives
 from keras_towers.models.base import ClampConstraint
 from keras_towers.models.base import ContrastiveModel
 from keras_towers.models.base import l2_normalize
+from keras_towers.objectives import at_least_float32
 from keras_towers.preprocessing import ContrastivePreprocessor
 from keras_towers.towers import ImageTower
 from keras_towers.towers import TextTower
@@ -173,7 +174,7 @@ class CLIP(ContrastiveModel):
 
     def objective_kwargs(self) -> dict:
         """Scale (and bias) to pass to the objective, as tensors."""
-        kwargs = {"logit_scale": ops.exp(ops.cast(self.logit_scale, "float32"))}
+        kwargs = {"logit_scale": ops.exp(at_least_float32(self.logit_scale))}
         if self.logit_bias is not None:
             kwargs["logit_bias"] = self.logit_bias
         if self.loss_name == "infonce":
