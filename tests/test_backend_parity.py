@@ -20,13 +20,10 @@ REFERENCE = os.path.join(os.path.dirname(__file__), "data", "parity_reference.np
 def _load(loss):
     data = np.load(REFERENCE)
     prefix = f"{loss}/"
-    pick = (
-        lambda kind: {  # noqa: E731
-            k[len(prefix) + len(kind) + 1 :]: data[k]
-            for k in data.files
-            if k.startswith(f"{prefix}{kind}/")
-        }
-    )
+    def pick(kind):
+        start = f"{prefix}{kind}/"
+        return {k[len(start) :]: data[k] for k in data.files if k.startswith(start)}
+
     return float(data[f"{prefix}loss"]), pick("weight"), pick("grad"), pick("batch")
 
 
