@@ -106,8 +106,9 @@ class ContrastiveModel(keras.Model):
         is preprocessed with `self.preprocessor` inside the pipeline.
         """
         prepared = self._prepare(x, batch_size, shuffle=shuffle)
-        if prepared is not x:
-            batch_size = None
+        if isinstance(prepared, tf.data.Dataset):
+            # Shuffling is the dataset's own business (done above for arrays).
+            return super().fit(prepared, y, shuffle=False, **kwargs)
         return super().fit(
             prepared, y, batch_size=batch_size, shuffle=shuffle, **kwargs
         )

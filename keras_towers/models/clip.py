@@ -239,6 +239,17 @@ class CLIP(ContrastiveModel):
             )
         super().compile(optimizer=optimizer, **kwargs)
 
+    def get_compile_config(self):
+        if not self.compiled or self.optimizer is None:
+            return None
+        return {"optimizer": keras.saving.serialize_keras_object(self.optimizer)}
+
+    def compile_from_config(self, config):
+        optimizer = keras.saving.deserialize_keras_object(config["optimizer"])
+        self.compile(optimizer=optimizer)
+        if self.built:
+            self.optimizer.build(self.trainable_variables)
+
     def get_config(self):
         config = super().get_config()
         config.update(
