@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Run the test suite once per Keras backend (KERAS_BACKEND is read once per
+# process) and fail if any backend fails. Extra arguments go to pytest.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh >/dev/null || { echo "setup failed"; exit 1; }
+export TF_CPP_MIN_LOG_LEVEL=3
+.venv/bin/ruff check keras_towers tests guides benchmarks || exit 1
+passed=0
+failed=0
+for backend in jax torch tensorflow; do
+  echo "=== KERAS_BACKEND=$backend ==="
+  if KERAS_BACKEND=$backend .venv/bin/python -m pytest -q -m "not slow" "$@"; then
+    passed=$((passed + 1))
+  else
+    failed=$((failed + 1))
+    echo "backend $backend FAILED"
+  fi
+done
+echo "backends: $passed passed, $failed failed"
+[ "$failed" -eq 0 ]
