@@ -10,6 +10,7 @@ model = keras_towers.CLIP.tiny()
 
 from keras_towers import backbones
 from keras_towers import converters
+from keras_towers import datasets
 from keras_towers import objectives
 from keras_towers import presets
 from keras_towers.models import CLIP
@@ -32,6 +33,7 @@ __all__ = [
     "__version__",
     "backbones",
     "converters",
+    "datasets",
     "objectives",
     "presets",
 ]

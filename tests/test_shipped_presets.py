@@ -1,0 +1,52 @@
+"""Shipped presets load by name on every backend and do what their card says."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+import keras_towers
+from keras_towers import presets
+
+
+def test_registry_lists_shipped_presets_by_class():
+    shipped = keras_towers.CLIP.presets
+    assert "shapes_clip_tiny" in shipped
+    assert shipped["shapes_clip_tiny"]["class_name"] == "CLIP"
+    assert "shapes_clip_tiny" not in keras_towers.SigLIP.presets
+
+
+def test_every_shipped_preset_has_a_card_and_checksum():
+    root = presets.presets_dir()
+    for name in os.listdir(root):
+        path = root / name
+        if not path.is_dir():
+            continue
+        metadata = json.loads((path / "metadata.json").read_text())
+        assert (path / "README.md").is_file(), f"{name} has no card"
+        assert metadata["weights_sha256"] == presets.sha256_file(
+            path / "model.weights.h5"
+        )
+        size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+        assert size < 15 * 2**20, f"{name} is {size / 2**20:.1f} MB"
+
+
+def test_shapes_clip_tiny_zero_shot_matches_its_card():
+    model = keras_towers.CLIP.from_preset("shapes_clip_tiny")
+    names = keras_towers.datasets.shape_class_names()
+    text = model.encode_texts([f"a {name}" for name in names])
+    images, _, labels = keras_towers.datasets.make_shapes(1200, seed=1)
+    accuracy = float(
+        np.mean(
+            (model.encode_images(images, batch_size=256) @ text.T).argmax(1) == labels
+        )
+    )
+    recorded = model_card_accuracy()
+    # Same weights and data on every backend: only float rounding may differ.
+    assert accuracy == pytest.approx(recorded, abs=0.01)
+
+
+def model_card_accuracy():
+    meta = keras_towers.CLIP.presets["shapes_clip_tiny"]
+    return meta["metrics"]["zero_shot_shapes_accuracy"]
