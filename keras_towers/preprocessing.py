@@ -51,7 +51,7 @@ class ContrastivePreprocessor(Preprocessor):
     """Turns raw `{"images", "texts"}` examples into tower inputs.
 
     Images are uint8 or float arrays with values in `[0, 255]`, `(H, W, C)` or
-    batched, with 1 (grayscale), 3 (RGB) or 4 (RGBA, alpha dropped) channels.
+    batched, with 1 (grayscale), 3 (RGB) or 4 (RGBA, composited onto white) channels.
     Texts are strings. The output has `"images"` (resized, scaled floats),
     `"token_ids"` and `"padding_mask"`; any other keys pass through.
 
@@ -138,7 +138,11 @@ class ContrastivePreprocessor(Preprocessor):
         if channels == 1:
             images = tf.repeat(images, 3, axis=-1)
         elif channels == 4:
-            images = images[..., :3]
+            # Composite onto white (as transformers does): transparent pixels
+            # of icons and stamps often store black RGB.
+            images = tf.cast(images, "float32")
+            alpha = images[..., 3:] / 255.0
+            images = images[..., :3] * alpha + 255.0 * (1.0 - alpha)
         elif channels != 3:
             raise ValueError(
                 "`images` must have 1, 3 or 4 channels (last axis). "

@@ -20,6 +20,7 @@ REFERENCE = os.path.join(os.path.dirname(__file__), "data", "parity_reference.np
 def _load(loss):
     data = np.load(REFERENCE)
     prefix = f"{loss}/"
+
     def pick(kind):
         start = f"{prefix}{kind}/"
         return {k[len(start) :]: data[k] for k in data.files if k.startswith(start)}

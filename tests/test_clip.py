@@ -139,9 +139,11 @@ def test_encode_accepts_varied_raw_inputs():
     assert mixed.shape == (4, model.embedding_dim)
     np.testing.assert_allclose(mixed[0], single[0], atol=1e-5)
     np.testing.assert_allclose(mixed[3], single[0], atol=1e-5)
-    # RGBA drops alpha; grayscale is replicated to RGB.
+    # RGBA is composited onto white; grayscale is replicated to RGB.
+    alpha = rgba[..., 3:].astype("float32") / 255.0
+    flat = rgba[..., :3] * alpha + 255.0 * (1.0 - alpha)
     np.testing.assert_allclose(
-        model.encode_images(rgba)[0], model.encode_images(rgba[..., :3])[0], atol=1e-5
+        model.encode_images(rgba)[0], model.encode_images(flat)[0], atol=1e-5
     )
     np.testing.assert_allclose(
         model.encode_images(gray)[0],

@@ -29,3 +29,6 @@ def get(model_type: str) -> Callable:
             f"Supported: {sorted(_CONVERTERS)}."
         )
     return _CONVERTERS[model_type]
+
+
+from keras_towers.converters import transformers_clip  # noqa: E402,F401

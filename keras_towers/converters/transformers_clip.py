@@ -884,26 +884,29 @@ def convert_image_processor_config(processor_config: dict, image_size: int) -> d
     cfg = {**_IMAGE_PROCESSOR_DEFAULTS, **processor_config}
     kwargs = {}
     resize_to = None
-    if cfg["do_resize"]:
-        size = cfg["size"]
-        if isinstance(size, int):
-            size = {"shortest_edge": size}  # CLIP: default_to_square=False
-        if isinstance(size, dict) and "shortest_edge" in size:
-            if size.get("longest_edge"):
-                raise NotImplementedError(
-                    f"size={size}: a longest_edge limit is not supported."
-                )
-            kwargs["shortest_edge"] = int(size["shortest_edge"])
-        else:
-            resize_to = _size_pair(size, "size")
-            kwargs["resize_size"] = resize_to
-        resample = int(cfg["resample"])
-        if resample not in _RESAMPLE:
+    if not cfg["do_resize"]:
+        raise NotImplementedError(
+            "Image processors with do_resize=False (crop only) are not supported."
+        )
+    size = cfg["size"]
+    if isinstance(size, int):
+        size = {"shortest_edge": size}  # CLIP: default_to_square=False
+    if isinstance(size, dict) and "shortest_edge" in size:
+        if size.get("longest_edge"):
             raise NotImplementedError(
-                f"resample={resample} (PIL filter code) is not supported; "
-                f"supported: {sorted(_RESAMPLE)}."
+                f"size={size}: a longest_edge limit is not supported."
             )
-        kwargs["interpolation"], kwargs["antialias"] = _RESAMPLE[resample]
+        kwargs["shortest_edge"] = int(size["shortest_edge"])
+    else:
+        resize_to = _size_pair(size, "size")
+        kwargs["resize_size"] = resize_to
+    resample = int(cfg["resample"])
+    if resample not in _RESAMPLE:
+        raise NotImplementedError(
+            f"resample={resample} (PIL filter code) is not supported; "
+            f"supported: {sorted(_RESAMPLE)}."
+        )
+    kwargs["interpolation"], kwargs["antialias"] = _RESAMPLE[resample]
     if cfg["do_center_crop"]:
         output = _size_pair(cfg["crop_size"], "crop_size")
     elif resize_to is not None:
@@ -923,9 +926,6 @@ def convert_image_processor_config(processor_config: dict, image_size: int) -> d
             f"shortest_edge={kwargs['shortest_edge']} is smaller than the crop "
             f"{output}; transformers would pad, which is not supported."
         )
-    if not cfg["do_resize"]:
-        # Crop without resizing: a resize to the same size is the identity.
-        kwargs["resize_size"] = None
     factor = float(cfg["rescale_factor"]) if cfg["do_rescale"] else 1.0
     mean, std = [0.0] * 3, [1.0] * 3
     if cfg["do_normalize"]:
