@@ -28,8 +28,8 @@ def _load(loss):
     return float(data[f"{prefix}loss"]), pick("weight"), pick("grad"), pick("batch")
 
 
-@pytest.mark.parametrize("loss", ["infonce", "sigmoid"])
-def test_loss_and_gradients_match_reference(loss):
+def _reference_model(loss):
+    """The tiny CLIP with the reference weights, its float32 batch and targets."""
     ref_loss, weights, ref_grads, batch = _load(loss)
     model = keras_towers.CLIP.tiny(loss=loss)
     assert sorted(v.path for v in model.variables) == sorted(weights)
@@ -39,6 +39,12 @@ def test_loss_and_gradients_match_reference(loss):
         k: (x.astype("float32") if x.dtype == np.float64 else x)
         for k, x in batch.items()
     }
+    return model, batch, ref_loss, ref_grads
+
+
+@pytest.mark.parametrize("loss", ["infonce", "sigmoid"])
+def test_loss_and_gradients_match_reference(loss):
+    model, batch, ref_loss, ref_grads = _reference_model(loss)
     value, grads = loss_and_grads(model, batch)
     np.testing.assert_allclose(value, ref_loss, atol=1e-5, rtol=0)
     assert sorted(grads) == sorted(ref_grads)
@@ -56,14 +62,7 @@ def test_loss_and_gradients_match_reference(loss):
 @pytest.mark.parametrize("loss", ["infonce", "sigmoid"])
 def test_every_trainable_variable_gets_a_gradient(loss):
     """Guards keras-hub's shared-path trap (half the params untrained on torch)."""
-    _, weights, _, batch = _load(loss)
-    model = keras_towers.CLIP.tiny(loss=loss)
-    for v in model.variables:
-        v.assign(weights[v.path].astype(v.dtype))
-    batch = {
-        k: (x.astype("float32") if x.dtype == np.float64 else x)
-        for k, x in batch.items()
-    }
+    model, batch, _, _ = _reference_model(loss)
     _, grads = loss_and_grads(model, batch)
     assert len(grads) == len(model.trainable_variables)
     zero = [p for p, g in grads.items() if not np.any(g != 0)]
