@@ -217,7 +217,9 @@ class CLIP(ContrastiveModel):
             optimizer: `"auto"` or any Keras optimizer.
             learning_rate: float or schedule, for `"auto"`.
             weight_decay: float, for `"auto"`.
-            **kwargs: passed to `keras.Model.compile` (e.g. `jit_compile`).
+            **kwargs: passed to `keras.Model.compile`. `jit_compile`
+                defaults to XLA on every backend (Keras' "auto" would leave
+                it off for tensorflow on CPU).
                 `loss` is not accepted: the objective is part of the model.
         """
         if "loss" in kwargs:
@@ -233,6 +235,13 @@ class CLIP(ContrastiveModel):
                 beta_2=0.98,
                 epsilon=1e-6,
             )
+        if (
+            kwargs.get("jit_compile", "auto") == "auto"
+            and keras.config.backend() == "tensorflow"
+        ):
+            # Keras' "auto" leaves XLA off for tensorflow on CPU; with it the
+            # train step is ~1.3x faster (benchmarks/clip_train_step.py).
+            kwargs["jit_compile"] = True
         if getattr(optimizer, "weight_decay", None):
             optimizer.exclude_from_weight_decay(
                 var_list=[v for v in self.trainable_variables if len(v.shape) < 2]

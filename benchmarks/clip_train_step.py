@@ -1,0 +1,953 @@
+"""Benchmark one CLIP training step: keras_towers vs transformers.
+
+One training step is forward + InfoNCE loss + backward + AdamW update on one
+fixed batch of (image, caption) pairs. Contenders:
+
+- `keras_towers.CLIP` on each Keras backend (`jax`, `torch`, `tensorflow`),
+  trained with `model.compile()` (CLIP's default AdamW) and the compiled
+  train function that `model.fit` runs;
+- `transformers.CLIPModel` in PyTorch, `model(..., return_loss=True)`,
+  `loss.backward()`, `torch.optim.AdamW.step()`.
+
+Both models have the same architecture (ViT image tower with a class token,
+causal text transformer pooled at the end token, quick-GELU, linear
+projections without bias, learned logit scale), the same parameter count
+(checked), the same batch and the same optimizer settings (lr 5e-4, betas
+0.9/0.98, eps 1e-6, weight decay 0.2 on matrices only).
+
+`KERAS_BACKEND` is read once per process, so this script is a driver that
+starts one long-lived worker subprocess per contender. Each worker builds its
+model, warms up (tracing / XLA compilation happen here) and then waits for
+commands on stdin. The driver runs `--rounds` rounds; in every round each
+worker (in rotating order) times `--steps` steps, one at a time, blocking on
+the loss after each step. Interleaving the blocks spreads machine-load drift
+over all contenders equally.
+
+The fraction of peak relates the analytic training FLOPs per step
+(3 x forward matmul/conv FLOPs of both towers and the B x B logits) to the
+machine's fp32 matmul peak, measured in the same run (best of several large
+square matmuls in torch, NumPy and JAX, before and after the timed rounds).
+
+The machine may be shared: before each block the driver waits for the CPUs
+to be idle, and it re-times a block (up to `--retries` times) when other
+processes took more than `--max-other-load` of the CPU time while it ran.
+The `other load` column reports what was left.
+
+Experiments: `BACKEND[:MODE]@FILE.py` runs FILE in that worker after
+importing keras_towers and before building the model (e.g. a monkeypatch),
+so a change can be timed interleaved against the unpatched contender.
+Variants (a MODE other than `auto`, or a setup file) are shown in the table
+but left out of the PASS/FAIL targets, which are about `model.compile()`.
+
+Usage:
+
+```
+python benchmarks/clip_train_step.py
+python benchmarks/clip_train_step.py --rounds 3 --steps 5 --backends jax,torch
+python benchmarks/clip_train_step.py --backends jax,torch,tensorflow,tensorflow:xla
+python benchmarks/clip_train_step.py --json /tmp/clip_step.json
+```
+
+A contender is `BACKEND[:MODE]`: `MODE` is Keras' `jit_compile` setting,
+`auto` (the default `model.compile()` gives: XLA on jax, eager on torch, a
+non-XLA `tf.function` on a CPU-only tensorflow), `xla`/`compile`
+(`jit_compile=True`) or `nojit` (`jit_compile=False`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import runpy
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+PROTOCOL_PREFIX = "@@bench "
+LEARNING_RATE = 5e-4
+BETAS = (0.9, 0.98)
+EPSILON = 1e-6
+WEIGHT_DECAY = 0.2
+TARGET_BEST = 1.5
+TARGET_EVERY = 1.0
+KERAS_BACKENDS = ("jax", "torch", "tensorflow")
+JIT_MODES = {"auto": "auto", "xla": True, "compile": True, "nojit": False}
+
+
+# === Arguments ===
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--rounds", type=int, default=10, help="interleaved rounds")
+    p.add_argument("--steps", type=int, default=4, help="timed steps per block")
+    p.add_argument("--warmup", type=int, default=5, help="untimed warm-up steps")
+    p.add_argument(
+        "--backends",
+        default="jax,torch,tensorflow",
+        help="keras_towers contenders, BACKEND[:auto|xla|compile|nojit]",
+    )
+    p.add_argument(
+        "--no-transformers",
+        action="store_true",
+        help="skip the transformers baseline (no ratios then)",
+    )
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--image-size", type=int, default=64)
+    p.add_argument("--patch-size", type=int, default=8)
+    p.add_argument("--vision-width", type=int, default=128)
+    p.add_argument("--vision-layers", type=int, default=4)
+    p.add_argument("--vision-heads", type=int, default=4)
+    p.add_argument("--vision-mlp", type=int, default=None, help="4 x width")
+    p.add_argument("--text-width", type=int, default=128)
+    p.add_argument("--text-layers", type=int, default=4)
+    p.add_argument("--text-heads", type=int, default=4)
+    p.add_argument("--text-mlp", type=int, default=None, help="4 x width")
+    p.add_argument("--context-length", type=int, default=32)
+    p.add_argument("--vocab-size", type=int, default=1000)
+    p.add_argument("--embed-dim", type=int, default=128)
+    p.add_argument("--layer-norm-eps", type=float, default=1e-5)
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="CPU threads per worker (default: all cores)",
+    )
+    p.add_argument(
+        "--quiet-wait",
+        type=float,
+        default=20.0,
+        help="before each block, wait up to this many seconds for other "
+        "processes to leave the CPUs idle (0: don't wait)",
+    )
+    p.add_argument(
+        "--max-other-load",
+        type=float,
+        default=0.1,
+        help="re-time a block when other processes used more than this "
+        "share of the machine's CPU time while it ran",
+    )
+    p.add_argument("--retries", type=int, default=3, help="re-timings per loaded block")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", default=None, help="write the results here")
+    p.add_argument("--log-dir", default=None, help="worker stderr logs")
+    # Internal: run as a worker.
+    p.add_argument("--worker", choices=("keras", "transformers", "peak"))
+    p.add_argument("--backend", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--jit", default="auto", help=argparse.SUPPRESS)
+    p.add_argument("--setup", default=None, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    args.vision_mlp = args.vision_mlp or 4 * args.vision_width
+    args.text_mlp = args.text_mlp or 4 * args.text_width
+    args.threads = args.threads or len(os.sched_getaffinity(0))
+    return args
+
+
+MODEL_FLAGS = (
+    "batch_size",
+    "image_size",
+    "patch_size",
+    "vision_width",
+    "vision_layers",
+    "vision_heads",
+    "vision_mlp",
+    "text_width",
+    "text_layers",
+    "text_heads",
+    "text_mlp",
+    "context_length",
+    "vocab_size",
+    "embed_dim",
+    "layer_norm_eps",
+    "threads",
+    "seed",
+    "warmup",
+)
+
+
+def model_config(args) -> dict:
+    return {k: getattr(args, k) for k in MODEL_FLAGS}
+
+
+# === Shared pieces (no framework imports) ===
+
+
+def make_batch(args):
+    """Random preprocessed images and token ids ending in the max id."""
+    import numpy as np
+
+    rng = np.random.default_rng(args.seed)
+    b, s, length = args.batch_size, args.image_size, args.context_length
+    end_id = args.vocab_size - 1
+    images = rng.standard_normal((b, s, s, 3), dtype=np.float32)
+    token_ids = rng.integers(1, end_id, size=(b, length), dtype=np.int64)
+    lengths = rng.integers(2, length + 1, size=b)
+    positions = np.arange(length)[None, :]
+    token_ids[positions == (lengths[:, None] - 1)] = end_id
+    padding_mask = positions < lengths[:, None]
+    token_ids[~padding_mask] = 0
+    return images, token_ids.astype("int32"), padding_mask
+
+
+def attention_flops(args) -> int:
+    """The `q k^T` and `p v` part of `forward_flops` (both towers)."""
+    b, patches = args.batch_size, (args.image_size // args.patch_size) ** 2
+    vision = 4 * b * (patches + 1) ** 2 * args.vision_width * args.vision_layers
+    text = 4 * b * args.context_length**2 * args.text_width * args.text_layers
+    return vision + text
+
+
+def forward_flops(args) -> dict:
+    """Matmul/conv FLOPs (2 x MACs) of one forward pass over a batch.
+
+    Attention counts the full `T x T` score matrix also for the causal text
+    tower; the patch embedding is counted as a matmul.
+    """
+    b = args.batch_size
+
+    def encoder(seq, width, layers, mlp):
+        projections = 2 * b * seq * width * 4 * width  # q, k, v, out
+        attention = 2 * 2 * b * seq * seq * width  # q k^T and p v
+        ffn = 2 * 2 * b * seq * width * mlp
+        return layers * (projections + attention + ffn)
+
+    patches = (args.image_size // args.patch_size) ** 2
+    patch_embed = 2 * b * patches * 3 * args.patch_size**2 * args.vision_width
+    vision = patch_embed + encoder(
+        patches + 1, args.vision_width, args.vision_layers, args.vision_mlp
+    )
+    vision += 2 * b * args.vision_width * args.embed_dim
+    text = encoder(
+        args.context_length, args.text_width, args.text_layers, args.text_mlp
+    )
+    text += 2 * b * args.text_width * args.embed_dim
+    logits = 2 * b * b * args.embed_dim
+    return {"vision": vision, "text": text, "logits": logits}
+
+
+def restrict_threads(threads: int) -> None:
+    """Pin this process to `threads` cores before any framework import."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if threads < len(cpus):
+        os.sched_setaffinity(0, set(cpus[:threads]))
+
+
+def _protocol_channel():
+    """Keep the real stdout for protocol lines; send all else to stderr."""
+    channel = os.fdopen(os.dup(1), "w", buffering=1)
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    return channel
+
+
+def _send(channel, payload: dict) -> None:
+    channel.write(PROTOCOL_PREFIX + json.dumps(payload) + "\n")
+    channel.flush()
+
+
+def _serve(channel, step, info: dict, warmup: int) -> None:
+    """Warm up, report, then time blocks of steps on request."""
+    t0 = time.perf_counter()
+    first_loss = step()
+    first = time.perf_counter() - t0
+    for _ in range(max(warmup - 1, 0)):
+        step()
+    info.update(
+        first_step_s=first,
+        warmup_s=time.perf_counter() - t0,
+        first_loss=first_loss,
+    )
+    _send(channel, {"ready": info})
+    for line in sys.stdin:
+        command = line.split()
+        if not command:
+            continue
+        if command[0] == "quit":
+            break
+        if command[0] == "run":
+            times, loss = [], None
+            cpu = time.process_time()
+            for _ in range(int(command[1])):
+                t = time.perf_counter()
+                loss = step()
+                times.append(time.perf_counter() - t)
+            cpu = time.process_time() - cpu
+            _send(channel, {"times": times, "loss": loss, "cpu_s": cpu})
+    channel.close()
+
+
+# === Workers ===
+
+
+def keras_worker(args) -> None:
+    channel = _protocol_channel()
+    restrict_threads(args.threads)
+    os.environ["KERAS_BACKEND"] = args.backend
+    jit_compile = JIT_MODES[args.jit]
+    if args.backend == "torch":
+        import torch
+
+        torch.set_num_threads(args.threads)
+    if args.backend == "tensorflow":
+        import tensorflow as tf
+
+        tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+    import keras
+    import numpy as np
+
+    import keras_towers
+
+    if args.setup:
+        # Experiments: e.g. monkeypatch keras_towers before the model is built.
+        runpy.run_path(args.setup, run_name="__clip_bench_setup__")
+    keras.utils.set_random_seed(args.seed)
+    image_tower = keras_towers.ImageTower(
+        keras_towers.backbones.VisionTransformer(
+            patch_size=args.patch_size,
+            hidden_dim=args.vision_width,
+            num_layers=args.vision_layers,
+            num_heads=args.vision_heads,
+            intermediate_dim=args.vision_mlp,
+            image_shape=(args.image_size, args.image_size, 3),
+            layer_norm_epsilon=args.layer_norm_eps,
+            name="image_tower_backbone",
+        ),
+        pooling="cls",
+        projection_dim=args.embed_dim,
+        head="linear",
+        name="image_tower",
+    )
+    text_tower = keras_towers.TextTower(
+        keras_towers.backbones.TextTransformer(
+            vocabulary_size=args.vocab_size,
+            embedding_dim=args.text_width,
+            hidden_dim=args.text_width,
+            num_layers=args.text_layers,
+            num_heads=args.text_heads,
+            intermediate_dim=args.text_mlp,
+            max_sequence_length=args.context_length,
+            layer_norm_epsilon=args.layer_norm_eps,
+            name="text_tower_backbone",
+        ),
+        pooling="argmax",
+        projection_dim=args.embed_dim,
+        head="linear",
+        name="text_tower",
+    )
+    model = keras_towers.CLIP(image_tower, text_tower)
+    model.compile(
+        learning_rate=LEARNING_RATE,
+        weight_decay=WEIGHT_DECAY,
+        jit_compile=jit_compile,
+    )
+    images, token_ids, padding_mask = make_batch(args)
+    x = {"images": images, "token_ids": token_ids, "padding_mask": padding_mask}
+    params = int(sum(np.prod(v.shape) for v in model.trainable_variables))
+    # Build (symbolically, as fit does) and create the train function.
+    build = getattr(model, "_maybe_symbolic_build", model._symbolic_build)
+    build(data_batch=(x, None, None))
+    model.make_train_function()
+    x = {k: keras.ops.convert_to_tensor(v) for k, v in x.items()}
+    data = (x, None, None)
+
+    if args.backend == "jax":
+        state = [
+            model._get_jax_state(
+                trainable_variables=True,
+                non_trainable_variables=True,
+                optimizer_variables=True,
+                metrics_variables=True,
+                purge_model_variables=False,
+            )
+        ]
+
+        def step():
+            logs, state[0] = model.train_function(state[0], iter([data]))
+            return float(logs["loss"])
+
+    elif args.backend == "torch":
+
+        def step():
+            return float(model.train_function([data])["loss"])
+
+    else:
+
+        def step():
+            return float(model.train_function(iter([data]))["loss"])
+
+    info = {
+        "params": params,
+        "framework": f"keras {keras.__version__} ({args.backend})",
+        "jit_compile": str(model.jit_compile),
+        "threads": args.threads,
+    }
+    if args.backend == "torch":
+        import torch
+
+        info["torch_threads"] = torch.get_num_threads()
+        info["framework"] += f", torch {torch.__version__}"
+    elif args.backend == "jax":
+        import jax
+
+        info["framework"] += f", jax {jax.__version__}"
+    else:
+        import tensorflow as tf
+
+        info["framework"] += f", tensorflow {tf.__version__}"
+    _serve(channel, step, info, args.warmup)
+
+
+def transformers_config(args):
+    from transformers import CLIPConfig
+
+    text = {
+        "vocab_size": args.vocab_size,
+        "hidden_size": args.text_width,
+        "intermediate_size": args.text_mlp,
+        "num_hidden_layers": args.text_layers,
+        "num_attention_heads": args.text_heads,
+        "max_position_embeddings": args.context_length,
+        "hidden_act": "quick_gelu",
+        "layer_norm_eps": args.layer_norm_eps,
+        "attention_dropout": 0.0,
+        "projection_dim": args.embed_dim,
+        # The end token is the largest id (pooled at the first occurrence).
+        "eos_token_id": args.vocab_size - 1,
+        "bos_token_id": args.vocab_size - 2,
+        "pad_token_id": 0,
+    }
+    vision = {
+        "image_size": args.image_size,
+        "patch_size": args.patch_size,
+        "num_channels": 3,
+        "hidden_size": args.vision_width,
+        "intermediate_size": args.vision_mlp,
+        "num_hidden_layers": args.vision_layers,
+        "num_attention_heads": args.vision_heads,
+        "hidden_act": "quick_gelu",
+        "layer_norm_eps": args.layer_norm_eps,
+        "attention_dropout": 0.0,
+        "projection_dim": args.embed_dim,
+    }
+    return CLIPConfig(
+        text_config=text,
+        vision_config=vision,
+        projection_dim=args.embed_dim,
+        logit_scale_init_value=math.log(1 / 0.07),
+    )
+
+
+def transformers_worker(args) -> None:
+    channel = _protocol_channel()
+    restrict_threads(args.threads)
+    import torch
+    import transformers
+    from torch.utils.flop_counter import FlopCounterMode
+    from transformers import CLIPModel
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    model = CLIPModel(transformers_config(args))
+    model.train()
+    decay = [p for p in model.parameters() if p.ndim >= 2]
+    no_decay = [p for p in model.parameters() if p.ndim < 2]
+    optimizer = torch.optim.AdamW(
+        [
+            {"params": decay, "weight_decay": WEIGHT_DECAY},
+            {"params": no_decay, "weight_decay": 0.0},
+        ],
+        lr=LEARNING_RATE,
+        betas=BETAS,
+        eps=EPSILON,
+    )
+    images, token_ids, _ = make_batch(args)
+    pixel_values = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()
+    input_ids = torch.from_numpy(token_ids).long()
+
+    def step():
+        optimizer.zero_grad(set_to_none=True)
+        out = model(input_ids=input_ids, pixel_values=pixel_values, return_loss=True)
+        out.loss.backward()
+        optimizer.step()
+        return out.loss.item()
+
+    counter = FlopCounterMode(display=False)
+    with counter:
+        out = model(input_ids=input_ids, pixel_values=pixel_values, return_loss=True)
+        out.loss.backward()
+    optimizer.zero_grad(set_to_none=True)
+    info = {
+        "params": int(sum(p.numel() for p in model.parameters())),
+        "framework": f"transformers {transformers.__version__}, "
+        f"torch {torch.__version__}",
+        "attn_implementation": model.config._attn_implementation,
+        "threads": args.threads,
+        "torch_threads": torch.get_num_threads(),
+        "flop_counter_train_flops": int(counter.get_total_flops()),
+    }
+    _serve(channel, step, info, args.warmup)
+
+
+def peak_worker(args) -> None:
+    """Best-of fp32 square-matmul GFLOP/s in torch, NumPy and JAX (XLA).
+
+    The libraries differ a lot on one CPU (MKL/oneDNN, OpenBLAS, XLA's own
+    kernels), so the peak is the best any of them reaches.
+    """
+    channel = _protocol_channel()
+    restrict_threads(args.threads)
+    os.environ.setdefault("JAX_PLATFORMS", "cpu")
+    import jax
+    import torch
+
+    torch.set_num_threads(args.threads)
+    jax_matmul = jax.jit(lambda a, b: a @ b)
+
+    def runners(a, b):
+        a_np, b_np = a.numpy(), b.numpy()
+        a_jax, b_jax = jax.numpy.asarray(a_np), jax.numpy.asarray(b_np)
+        return {
+            "torch": lambda: torch.mm(a, b),
+            "numpy": lambda: a_np @ b_np,
+            "jax": lambda: jax_matmul(a_jax, b_jax).block_until_ready(),
+        }
+
+    result = {}
+    for n in (1024, 2048):
+        for name, fn in runners(torch.randn(n, n), torch.randn(n, n)).items():
+            fn()
+            best = min(_timed(fn) for _ in range(8))
+            result[f"{name}_{n}"] = 2 * n**3 / best / 1e9
+    _send(channel, result)
+    channel.close()
+
+
+def _timed(fn) -> float:
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
+
+
+# === Driver ===
+
+
+def worker_command(args, kind, backend=None, jit="auto", setup=None):
+    command = [sys.executable, os.path.abspath(__file__), "--worker", kind]
+    for flag in MODEL_FLAGS:
+        command += [f"--{flag.replace('_', '-')}", str(getattr(args, flag))]
+    if backend is not None:
+        command += ["--backend", backend, "--jit", jit]
+    if setup is not None:
+        command += ["--setup", os.path.abspath(setup)]
+    return command
+
+
+class Worker:
+    def __init__(self, name, command, env, log_path):
+        self.name = name
+        self.log_path = log_path
+        self.log = open(log_path, "w")
+        self.proc = subprocess.Popen(
+            command,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self.log,
+            env=env,
+            text=True,
+            bufsize=1,
+        )
+        self.info = None
+        self.times = []
+        self.foreign = []
+        self.waited_s = 0.0
+        self.discarded = 0
+        self.variant = False
+
+    def receive(self) -> dict:
+        for line in self.proc.stdout:
+            if line.startswith(PROTOCOL_PREFIX):
+                return json.loads(line[len(PROTOCOL_PREFIX) :])
+        self.proc.wait()
+        self.log.flush()
+        with open(self.log_path) as f:
+            tail = f.read()[-4000:]
+        raise RuntimeError(
+            f"worker {self.name!r} exited with code {self.proc.returncode}; "
+            f"log {self.log_path}:\n{tail}"
+        )
+
+    def send(self, text: str) -> None:
+        self.proc.stdin.write(text + "\n")
+        self.proc.stdin.flush()
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            try:
+                self.send("quit")
+                self.proc.wait(timeout=60)
+            except (BrokenPipeError, subprocess.TimeoutExpired):
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+
+
+def _env(backend=None):
+    env = dict(os.environ)
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    if backend is not None:
+        env["KERAS_BACKEND"] = backend
+    return env
+
+
+def measure_peak(args, log_dir, tag) -> dict:
+    wait_for_quiet(args.quiet_wait)
+    log_path = os.path.join(log_dir, f"peak_{tag}.log")
+    worker = Worker("peak", worker_command(args, "peak"), _env(), log_path)
+    try:
+        return worker.receive()
+    finally:
+        worker.proc.wait()
+        worker.log.close()
+
+
+def parse_contenders(spec: str):
+    """`BACKEND[:MODE][@SETUP.py]` items -> (name, backend, mode, setup)."""
+    contenders = []
+    for item in spec.split(","):
+        item = item.strip()
+        if not item:
+            continue
+        item, _, setup = item.partition("@")
+        backend, _, mode = item.partition(":")
+        mode = mode or "auto"
+        if backend not in KERAS_BACKENDS:
+            raise SystemExit(f"unknown backend {backend!r} in --backends")
+        if mode not in JIT_MODES:
+            raise SystemExit(f"unknown mode {mode!r}; one of {sorted(JIT_MODES)}")
+        if setup and not os.path.isfile(setup):
+            raise SystemExit(f"setup file {setup!r} not found")
+        name = backend if mode == "auto" else f"{backend}:{mode}"
+        if setup:
+            name += "@" + os.path.splitext(os.path.basename(setup))[0]
+        contenders.append((f"keras_towers[{name}]", backend, mode, setup or None))
+    return contenders
+
+
+def cpu_jiffies():
+    """(busy, total) jiffies over all CPUs, from /proc/stat."""
+    with open("/proc/stat") as f:
+        fields = [int(v) for v in f.readline().split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    total = sum(fields[:8])  # excludes guest time, counted in user
+    return total - idle, total
+
+
+def busy_fraction(seconds: float) -> float:
+    """Fraction of all CPUs busy over a short window."""
+    b0, t0 = cpu_jiffies()
+    time.sleep(seconds)
+    b1, t1 = cpu_jiffies()
+    return (b1 - b0) / max(t1 - t0, 1)
+
+
+def wait_for_quiet(max_wait: float, threshold: float = 0.15) -> float:
+    """Wait (up to `max_wait` s) until other processes leave the CPUs idle."""
+    start = time.perf_counter()
+    while time.perf_counter() - start < max_wait:
+        if busy_fraction(0.25) <= threshold:
+            break
+    return time.perf_counter() - start
+
+
+def quantiles(values):
+    q = statistics.quantiles(values, n=4, method="inclusive")
+    return q[0], statistics.median(values), q[2]
+
+
+def machine_info() -> dict:
+    cpu = platform.processor()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return {
+        "cpu": cpu,
+        "nproc": os.cpu_count(),
+        "affinity": len(os.sched_getaffinity(0)),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
+
+
+def run_driver(args) -> dict:
+    contenders = parse_contenders(args.backends)
+    if not args.no_transformers:
+        contenders.append(("transformers", None, None, None))
+    if not contenders:
+        raise SystemExit("nothing to benchmark")
+    log_dir = args.log_dir or tempfile.mkdtemp(prefix="clip_train_step_")
+    os.makedirs(log_dir, exist_ok=True)
+    machine = machine_info()
+    flops = forward_flops(args)
+    train_flops = 3 * sum(flops.values())
+    print(
+        f"machine: {machine['cpu']}, nproc={machine['nproc']}, "
+        f"threads per worker={args.threads}"
+    )
+    print(f"worker logs: {log_dir}")
+    t_start = time.perf_counter()
+    peaks = [measure_peak(args, log_dir, "before")]
+
+    workers = []
+    try:
+        for name, backend, mode, setup in contenders:
+            kind = "transformers" if backend is None else "keras"
+            command = worker_command(args, kind, backend, mode or "auto", setup)
+            log_name = "".join(ch if ch.isalnum() else "_" for ch in name)
+            log_path = os.path.join(log_dir, log_name + ".log")
+            workers.append(Worker(name, command, _env(backend), log_path))
+            workers[-1].variant = backend is not None and (
+                mode != "auto" or setup is not None
+            )
+        # Warm-up runs concurrently; timing only starts once all are ready.
+        for worker in workers:
+            worker.info = worker.receive()["ready"]
+            info = worker.info
+            print(
+                f"  ready {worker.name:<28} params={info['params']:,} "
+                f"first step {info['first_step_s']:.1f}s "
+                f"loss0={info['first_loss']:.3f}",
+                flush=True,
+            )
+        params = {w.name: w.info["params"] for w in workers}
+        if len(set(params.values())) != 1:
+            raise SystemExit(f"parameter counts differ: {params}")
+        hz = os.sysconf("SC_CLK_TCK")
+        ncpu = os.cpu_count()
+        for r in range(args.rounds):
+            shift = r % len(workers)
+            for worker in workers[shift:] + workers[:shift]:
+                for attempt in range(args.retries + 1):
+                    worker.waited_s += wait_for_quiet(args.quiet_wait)
+                    busy0, _ = cpu_jiffies()
+                    t0 = time.perf_counter()
+                    worker.send(f"run {args.steps}")
+                    reply = worker.receive()
+                    wall = time.perf_counter() - t0
+                    busy = (cpu_jiffies()[0] - busy0) / hz
+                    # Share of all CPU time that other processes took.
+                    other = max(busy - reply["cpu_s"], 0.0) / (wall * ncpu)
+                    if other <= args.max_other_load or attempt == args.retries:
+                        break
+                    worker.discarded += 1
+                worker.times.extend(reply["times"])
+                worker.last_loss = reply["loss"]
+                worker.foreign.append(other)
+            print(f"  round {r + 1}/{args.rounds} done", flush=True)
+    finally:
+        for worker in workers:
+            worker.close()
+    peaks.append(measure_peak(args, log_dir, "after"))
+    peak = max(v for p in peaks for v in p.values())
+
+    results = []
+    for worker in workers:
+        q1, median, q3 = quantiles(worker.times)
+        results.append(
+            {
+                "name": worker.name,
+                "median_ms": 1e3 * median,
+                "q1_ms": 1e3 * q1,
+                "q3_ms": 1e3 * q3,
+                "min_ms": 1e3 * min(worker.times),
+                "pairs_per_s": args.batch_size / median,
+                "gflops": train_flops / median / 1e9,
+                "peak_fraction": train_flops / median / 1e9 / peak,
+                "steps_timed": len(worker.times),
+                "foreign_load": statistics.mean(worker.foreign),
+                "foreign_load_max": max(worker.foreign),
+                "quiet_wait_s": worker.waited_s,
+                "blocks_discarded": worker.discarded,
+                "variant": worker.variant,
+                "last_loss": worker.last_loss,
+                "times_ms": [1e3 * t for t in worker.times],
+                **worker.info,
+            }
+        )
+    baseline = next((r for r in results if r["name"] == "transformers"), None)
+    for r in results:
+        r["vs_transformers"] = (
+            r["pairs_per_s"] / baseline["pairs_per_s"] if baseline else None
+        )
+    targets = evaluate_targets(results, baseline)
+    report = {
+        "machine": machine,
+        "config": {
+            **model_config(args),
+            "rounds": args.rounds,
+            "steps": args.steps,
+            "optimizer": {
+                "name": "AdamW",
+                "learning_rate": LEARNING_RATE,
+                "betas": BETAS,
+                "epsilon": EPSILON,
+                "weight_decay": WEIGHT_DECAY,
+                "decay": "matrices only (ndim >= 2)",
+            },
+        },
+        "forward_flops": flops,
+        "train_flops_per_step": train_flops,
+        "peak_gflops": peak,
+        "peak_measurements": peaks,
+        "results": results,
+        "targets": targets,
+        "wall_s": time.perf_counter() - t_start,
+    }
+    print_report(report, args)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(report, f, indent=2)
+        print(f"wrote {args.json}")
+    return report
+
+
+def evaluate_targets(results, baseline) -> list:
+    if baseline is None:
+        return []
+    # Targets are about what `model.compile()` gives; variants are extra rows.
+    keras_results = [r for r in results if r is not baseline and not r["variant"]]
+    if not keras_results:
+        return []
+    best = max(keras_results, key=lambda r: r["vs_transformers"])
+    targets = [
+        {
+            "target": f"best backend >= {TARGET_BEST}x transformers pairs/s",
+            "value": f"{best['name']} {best['vs_transformers']:.2f}x",
+            "pass": best["vs_transformers"] >= TARGET_BEST,
+        }
+    ]
+    for r in keras_results:
+        targets.append(
+            {
+                "target": f"{r['name']} >= {TARGET_EVERY}x transformers pairs/s",
+                "value": f"{r['vs_transformers']:.2f}x",
+                "pass": r["vs_transformers"] >= TARGET_EVERY,
+            }
+        )
+    return targets
+
+
+def print_report(report, args) -> None:
+    config = report["config"]
+    flops = report["forward_flops"]
+    print()
+    print(
+        "CLIP training step (forward + InfoNCE + backward + AdamW), batch "
+        f"{args.batch_size}: ViT {args.image_size}px/{args.patch_size} "
+        f"w{args.vision_width} L{args.vision_layers} H{args.vision_heads} "
+        f"mlp{args.vision_mlp}; text ctx{args.context_length} "
+        f"vocab{args.vocab_size} w{args.text_width} L{args.text_layers} "
+        f"H{args.text_heads} mlp{args.text_mlp}; embed {args.embed_dim}"
+    )
+    params = report["results"][0]["params"]
+    print(
+        f"params {params:,} (equal for all contenders); "
+        f"{config['rounds']} rounds x {config['steps']} steps interleaved, "
+        f"{config['warmup']} warm-up steps; threads {config['threads']}"
+    )
+    print(
+        f"train FLOPs/step ~ 3 x forward = 3 x ({flops['vision'] / 1e9:.2f} "
+        f"vision + {flops['text'] / 1e9:.2f} text + "
+        f"{flops['logits'] / 1e9:.4f} logits) GFLOP = "
+        f"{report['train_flops_per_step'] / 1e9:.2f} GFLOP"
+    )
+    before, after = report["peak_measurements"]
+    print(
+        f"fp32 matmul peak {report['peak_gflops']:.1f} GFLOP/s, best of "
+        "square matmuls in torch/NumPy/JAX before and after the timed rounds"
+    )
+    for tag, peaks in (("before", before), ("after", after)):
+        print(
+            f"  {tag}: " + ", ".join(f"{k} {v:.0f}" for k, v in sorted(peaks.items()))
+        )
+    print()
+    header = (
+        f"{'contender':<28} {'ms/step':>8} {'IQR ms':>15} {'pairs/s':>8} "
+        f"{'vs HF':>6} {'GFLOP/s':>8} {'% peak':>7} {'other load':>10}"
+    )
+    print(header)
+    print("-" * len(header))
+    for r in report["results"]:
+        ratio = "" if r["vs_transformers"] is None else f"{r['vs_transformers']:.2f}x"
+        iqr = f"{r['q1_ms']:.1f}-{r['q3_ms']:.1f}"
+        print(
+            f"{r['name']:<28} {r['median_ms']:>8.1f} {iqr:>15} "
+            f"{r['pairs_per_s']:>8.1f} {ratio:>6} {r['gflops']:>8.1f} "
+            f"{100 * r['peak_fraction']:>6.1f}% {100 * r['foreign_load']:>9.0f}%"
+        )
+    print()
+    for r in report["results"]:
+        extra = ""
+        if "attn_implementation" in r:
+            extra = f", attn={r['attn_implementation']}"
+            no_attention = report["train_flops_per_step"] - 3 * attention_flops(args)
+            extra += (
+                f", torch FlopCounterMode train FLOPs "
+                f"{r['flop_counter_train_flops'] / 1e9:.2f} G (it skips CPU "
+                f"flash attention; analytic without attention "
+                f"{no_attention / 1e9:.2f} G)"
+            )
+        else:
+            extra = f", jit_compile={r['jit_compile']}"
+        print(
+            f"  {r['name']}: {r['framework']}{extra}; first step "
+            f"{r['first_step_s']:.1f}s; loss {r['first_loss']:.3f} -> "
+            f"{r['last_loss']:.3f}; {r['blocks_discarded']} loaded blocks re-timed"
+        )
+    print(
+        "  other load: share of the machine's CPU time that other processes "
+        "used while the contender's timed blocks ran"
+    )
+    variants = [r["name"] for r in report["results"] if r["variant"]]
+    if variants:
+        print(f"  variants (not in the targets): {', '.join(variants)}")
+    if any(r["foreign_load"] > 0.1 for r in report["results"]):
+        print(
+            "  WARNING: other processes loaded the machine during timing; "
+            "the numbers are noisy"
+        )
+    if report["targets"]:
+        print()
+        for t in report["targets"]:
+            verdict = "PASS" if t["pass"] else "FAIL"
+            print(f"  [{verdict}] {t['target']}: {t['value']}")
+    print(f"\ntotal wall time {report['wall_s']:.0f}s")
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.worker == "keras":
+        keras_worker(args)
+    elif args.worker == "transformers":
+        transformers_worker(args)
+    elif args.worker == "peak":
+        peak_worker(args)
+    else:
+        run_driver(args)
+
+
+if __name__ == "__main__":
+    main()
