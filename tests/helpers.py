@@ -75,15 +75,3 @@ def random_batch(model, batch_size=4, seed=0):
     raw = {"images": images, "texts": texts[:batch_size]}
     out = model.preprocessor(raw)
     return {k: keras.ops.convert_to_numpy(v) for k, v in out.items()}
-
-
-def set_weights_by_path(model, weights: dict):
-    missing = [v.path for v in model.variables if v.path not in weights]
-    if missing:
-        raise KeyError(f"Reference has no weights for {missing}")
-    for v in model.variables:
-        v.assign(
-            weights[v.path].astype(v.dtype)
-            if hasattr(weights[v.path], "astype")
-            else weights[v.path]
-        )

@@ -46,14 +46,6 @@ class ClampConstraint(keras.constraints.Constraint):
         return {"min_value": self.min_value, "max_value": self.max_value}
 
 
-def _is_string_batch(value) -> bool:
-    return isinstance(value, (str, bytes)) or (
-        isinstance(value, (list, tuple))
-        and value
-        and isinstance(value[0], (str, bytes))
-    )
-
-
 class ContrastiveModel(keras.Model):
     """Base class of keras_towers methods (not used directly).
 

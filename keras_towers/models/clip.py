@@ -217,9 +217,9 @@ class CLIP(ContrastiveModel):
             optimizer: `"auto"` or any Keras optimizer.
             learning_rate: float or schedule, for `"auto"`.
             weight_decay: float, for `"auto"`.
-            **kwargs: passed to `keras.Model.compile`. `jit_compile`
-                defaults to XLA on every backend (Keras' "auto" would leave
-                it off for tensorflow on CPU).
+            **kwargs: passed to `keras.Model.compile`. On tensorflow,
+                `jit_compile` defaults to `True` (XLA), which Keras' "auto"
+                leaves off on CPU; other backends keep Keras' default.
                 `loss` is not accepted: the objective is part of the model.
         """
         if "loss" in kwargs:
