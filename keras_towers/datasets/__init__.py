@@ -23,3 +23,42 @@ __all__ += [
     "load_classification",
     "prepare",
 ]
+
+# Users' own image-text pairs (CSV, JSONL, TFRecord, WebDataset) as tf.data.
+from keras_towers.datasets.decoding import ImageDecodeError  # noqa: E402
+from keras_towers.datasets.decoding import decode_image  # noqa: E402
+from keras_towers.datasets.decoding import read_image  # noqa: E402
+from keras_towers.datasets.pairs import DecodeReport  # noqa: E402
+from keras_towers.datasets.pairs import PairsDataError  # noqa: E402
+from keras_towers.datasets.pairs import SkippedRecord  # noqa: E402
+from keras_towers.datasets.pairs import SkippedRecordWarning  # noqa: E402
+from keras_towers.datasets.pairs import batch_pairs  # noqa: E402
+from keras_towers.datasets.pairs import from_csv  # noqa: E402
+from keras_towers.datasets.pairs import from_jsonl  # noqa: E402
+from keras_towers.datasets.pairs import from_records  # noqa: E402
+from keras_towers.datasets.pairs import from_tfrecord  # noqa: E402
+from keras_towers.datasets.pairs import from_webdataset  # noqa: E402
+from keras_towers.datasets.pairs import load_pairs  # noqa: E402
+from keras_towers.datasets.pairs import register_reader  # noqa: E402
+from keras_towers.datasets.pairs import resize_image  # noqa: E402
+from keras_towers.datasets.pairs import write_tfrecord  # noqa: E402
+
+__all__ += [
+    "DecodeReport",
+    "ImageDecodeError",
+    "PairsDataError",
+    "SkippedRecord",
+    "SkippedRecordWarning",
+    "batch_pairs",
+    "decode_image",
+    "from_csv",
+    "from_jsonl",
+    "from_records",
+    "from_tfrecord",
+    "from_webdataset",
+    "load_pairs",
+    "read_image",
+    "register_reader",
+    "resize_image",
+    "write_tfrecord",
+]
