@@ -11,8 +11,15 @@ model = keras_towers.CLIP.tiny()
 from keras_towers import backbones
 from keras_towers import converters
 from keras_towers import datasets
+from keras_towers import efficientnet_lite
+from keras_towers import evaluation
 from keras_towers import objectives
 from keras_towers import presets
+from keras_towers import recipes
+from keras_towers import relative
+from keras_towers import tasks
+from keras_towers import training
+from keras_towers.models import ASIF
 from keras_towers.models import CLIP
 from keras_towers.models import ContrastiveModel
 from keras_towers.models import SigLIP
@@ -23,6 +30,7 @@ from keras_towers.towers import TextTower
 from keras_towers.version import __version__
 
 __all__ = [
+    "ASIF",
     "CLIP",
     "ByteTokenizer",
     "ContrastiveModel",
@@ -33,7 +41,13 @@ __all__ = [
     "__version__",
     "backbones",
     "converters",
+    "efficientnet_lite",
     "datasets",
+    "evaluation",
     "objectives",
     "presets",
+    "recipes",
+    "relative",
+    "tasks",
+    "training",
 ]

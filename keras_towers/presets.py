@@ -185,3 +185,27 @@ def save(model, preset_dir: str, description: str = "", **metadata) -> None:
         **metadata,
     }
     (path / METADATA_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True))
+
+
+def all_presets() -> dict[str, dict]:
+    """Every shipped and registered preset: name -> metadata."""
+    return {name: entry["metadata"] for name, entry in sorted(_all().items())}
+
+
+def load_any(preset: str, **kwargs):
+    """Load a preset with the class recorded in it (any keras_towers model)."""
+    import keras_towers  # noqa: F401  (registers every model class)
+
+    path = resolve(keras.Model, preset)
+    class_name = None
+    metadata_path = path / METADATA_FILE
+    if metadata_path.is_file():
+        class_name = json.loads(metadata_path.read_text()).get("class_name")
+    target = None
+    if class_name:
+        target = keras.saving.get_registered_object(f"keras_towers>{class_name}")
+    if target is None:
+        from keras_towers.models import CLIP
+
+        target = CLIP  # external formats (transformers CLIP) load as CLIP
+    return target.from_preset(str(path), **kwargs)

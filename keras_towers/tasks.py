@@ -1,0 +1,246 @@
+"""Evaluation tasks by name: `"zeroshot:animal-mnist"`, `"retrieval:tuxpaint"`...
+
+A task string is `KIND:DATA`. Kinds are registered functions of
+`(model, data, **options)` returning a result dict whose `"metrics"` holds
+the numbers (`accuracy` for zero-shot and linear probe;
+`image_to_text_recall@1/5/10` and `text_to_image_recall@1/5/10` for
+retrieval) and whose other keys feed reports (confusion matrix, rankings).
+
+DATA is an evaluation set name (`keras_towers.datasets.classification_names()`
+for classification, `"tuxpaint"` / `"embedded"` for retrieval) or, for
+retrieval, a path to the user's pairs (CSV, JSONL, TFRecord, WebDataset tar).
+
+Example:
+
+```python
+result = keras_towers.tasks.run(model, "zeroshot:fashion-mnist", limit=1000)
+result["metrics"]["accuracy"]
+```
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+_TASKS: dict = {}
+
+#: Retrieval sets built from the embedded corpus: name -> (split, sources).
+RETRIEVAL_SETS = {
+    "tuxpaint": ("test", ("tuxpaint",)),
+}
+
+
+def register_task(kind: str):
+    """Decorator registering `fn(model, data, **options) -> dict` as `kind`."""
+
+    def wrap(fn):
+        _TASKS[kind] = fn
+        return fn
+
+    return wrap
+
+
+def kinds() -> list[str]:
+    """Registered task kinds."""
+    return sorted(_TASKS)
+
+
+def parse(task: str) -> tuple[str, str]:
+    """`"kind:data"` -> `(kind, data)`, or a clear error."""
+    if not isinstance(task, str) or ":" not in task:
+        raise ValueError(
+            f"A task must look like KIND:DATA (e.g. 'zeroshot:animal-mnist'). "
+            f"Received: {task!r}. Kinds: {kinds()}."
+        )
+    kind, data = task.split(":", 1)
+    if kind not in _TASKS:
+        raise ValueError(f"Unknown task kind {kind!r} in {task!r}. Known: {kinds()}.")
+    if not data:
+        raise ValueError(f"Task {task!r} names no data set after ':'.")
+    return kind, data
+
+
+def run(model, task: str, **options) -> dict:
+    """Run one task on a model with `encode_images` / `encode_texts`."""
+    kind, data = parse(task)
+    result = _TASKS[kind](model, data, **options)
+    result["task"] = task
+    return result
+
+
+def _subset(n: int, limit: int | None, seed: int = 0) -> np.ndarray:
+    """A fixed random subset of `range(n)` (all of it when `limit` is None)."""
+    if limit is None or limit >= n:
+        return np.arange(n)
+    if limit < 1:
+        raise ValueError(f"`limit` must be >= 1. Received: {limit}")
+    return np.sort(np.random.default_rng(seed).permutation(n)[:limit])
+
+
+def _shapes(split: str):
+    """Drawn shapes (12 colour x shape classes); seeds differ per split."""
+    from keras_towers.datasets import make_shapes
+    from keras_towers.datasets import shape_class_names
+
+    seed = {"train": 101, "test": 202}[split]
+    images, _, labels = make_shapes(1200, seed=seed)
+    return images, labels, shape_class_names()
+
+
+#: Classification sets generated here rather than read from packages.
+GENERATED_SETS = {"shapes": _shapes}
+
+
+def _classification(name: str, split: str, limit: int | None, seed: int = 0):
+    from keras_towers import datasets
+
+    if name in GENERATED_SETS:
+        images, labels, class_names = GENERATED_SETS[name](split)
+    else:
+        images, labels, class_names = datasets.load_classification(name, split=split)
+    keep = _subset(len(images), limit, seed)
+    images = np.asarray(images)[keep]
+    if images.ndim == 3:  # (N, H, W) grayscale -> (N, H, W, 1)
+        images = images[..., None]
+    return images, np.asarray(labels)[keep], list(class_names)
+
+
+@register_task("zeroshot")
+def zero_shot_task(
+    model,
+    data: str,
+    templates="openai",
+    limit: int | None = None,
+    batch_size: int = 64,
+    verbose: int = 1,
+    **_,
+) -> dict:
+    from keras_towers import evaluation
+
+    images, labels, class_names = _classification(data, "test", limit)
+    result = evaluation.evaluate_zero_shot(
+        model,
+        images,
+        labels,
+        class_names,
+        templates=templates,
+        batch_size=batch_size,
+        verbose=verbose,
+    )
+    metrics = {
+        "accuracy": float(result["accuracy"]),
+        "chance": float(result["chance"]),
+        "num_examples": int(result["num_examples"]),
+    }
+    if "top5_accuracy" in result:
+        metrics["top5_accuracy"] = float(result["top5_accuracy"])
+    return {
+        "metrics": metrics,
+        "confusion_matrix": np.asarray(result["confusion_matrix"]),
+        "class_names": class_names,
+    }
+
+
+def retrieval_pairs(data: str, limit: int | None = None):
+    """Images (list of uint8 arrays), captions and refs of a retrieval set."""
+    from keras_towers import datasets
+
+    if data in RETRIEVAL_SETS:
+        split, sources = RETRIEVAL_SETS[data]
+        records = datasets.embedded_records(split, sources=sources)
+        keep = _subset(len(records), limit)
+        records = [records[i] for i in keep]
+        ds = datasets.from_records(records)
+    elif os.path.exists(data) or any(ch in data for ch in "*?["):
+        ds = datasets.load_pairs(data)
+        if limit is not None:
+            ds = ds.take(limit)
+    else:
+        raise ValueError(
+            f"Unknown retrieval data {data!r}: expected one of "
+            f"{sorted(RETRIEVAL_SETS)} or a path to pairs (.csv, .jsonl, "
+            ".tfrecord, WebDataset .tar)."
+        )
+    images, captions = [], []
+    for element in ds.as_numpy_iterator():
+        images.append(element["images"])
+        text = element["texts"]
+        captions.append(text.decode("utf-8") if isinstance(text, bytes) else str(text))
+    if not images:
+        raise ValueError(f"Retrieval data {data!r} has no readable pairs.")
+    return images, captions
+
+
+@register_task("retrieval")
+def retrieval_task(
+    model,
+    data: str,
+    limit: int | None = None,
+    batch_size: int = 64,
+    verbose: int = 1,
+    **_,
+) -> dict:
+    from keras_towers import evaluation
+
+    images, captions = retrieval_pairs(data, limit)
+    result = evaluation.evaluate_retrieval(
+        model,
+        images,
+        captions,
+        batch_size=batch_size,
+        return_rankings=True,
+        verbose=verbose,
+    )
+    metrics = {
+        key: float(value)
+        for key, value in result.items()
+        if isinstance(value, (int, float, np.number)) and not isinstance(value, bool)
+    }
+    metrics["chance_recall@1"] = 1.0 / len(captions)
+    return {
+        "metrics": metrics,
+        "images": images,
+        "captions": captions,
+        "rankings": {
+            "image_to_text": result["image_to_text_rankings"],
+            "text_to_image": result["text_to_image_rankings"],
+        },
+    }
+
+
+@register_task("linear-probe")
+def linear_probe_task(
+    model,
+    data: str,
+    limit: int | None = None,
+    train_limit: int | None = 5000,
+    batch_size: int = 64,
+    verbose: int = 1,
+    seed: int = 0,
+    **_,
+) -> dict:
+    from keras_towers import evaluation
+
+    train_images, train_labels, class_names = _classification(
+        data, "train", train_limit, seed
+    )
+    test_images, test_labels, _ = _classification(data, "test", limit, seed)
+    result = evaluation.linear_probe(
+        model,
+        train_images,
+        train_labels,
+        test_images,
+        test_labels,
+        seed=seed,
+        batch_size=batch_size,
+    )
+    metrics = {
+        "accuracy": float(result["accuracy"]),
+        "best_C": float(result["best_C"]),
+        "num_train": int(result["num_train"]),
+        "num_test": int(result["num_test"]),
+        "chance": 1.0 / len(class_names),
+    }
+    return {"metrics": metrics, "class_names": class_names}

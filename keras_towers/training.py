@@ -1,0 +1,195 @@
+"""Reproducible training runs: in-memory pairs, epoch-seeded shuffling, resume.
+
+`keras.callbacks.BackupAndRestore` restores weights and optimizer state after
+an interruption, but a `tf.data` shuffle restarts its sequence of orders in a
+new process, so a resumed run would see different batches than an
+uninterrupted one. Here the order of epoch `e` is a pure function of
+`(seed, e)`, so resuming gives the same result as never stopping.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from keras_towers.preprocessing import IMAGE_KEY
+from keras_towers.preprocessing import TEXT_KEY
+
+
+class PairArrays:
+    """Image-text pairs held in memory at a fixed image size.
+
+    Args:
+        images: uint8 array `(N, S, S, 3)`.
+        texts: sequence of `N` strings.
+        refs: optional sequence of `N` image references (paths or ids).
+    """
+
+    def __init__(self, images: np.ndarray, texts, refs=None):
+        images = np.asarray(images)
+        texts = np.asarray(list(texts), dtype=object)
+        if images.ndim != 4 or images.dtype != np.uint8:
+            raise ValueError(
+                "`images` must be a uint8 array (N, H, W, C). Received "
+                f"dtype {images.dtype} and shape {images.shape}."
+            )
+        if len(images) != len(texts):
+            raise ValueError(
+                f"`images` and `texts` must have the same length. Received "
+                f"{len(images)} images and {len(texts)} texts."
+            )
+        self.images = images
+        self.texts = texts
+        self.refs = None if refs is None else list(refs)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    @classmethod
+    def from_dataset(
+        cls, dataset: tf.data.Dataset, image_size: int, resize: str = "pad"
+    ) -> PairArrays:
+        """Materialise an unbatched `{"images", "texts"}` pairs dataset.
+
+        Images are resized to `image_size` (see
+        `keras_towers.datasets.batch_pairs` for `resize`).
+        """
+        from keras_towers.datasets import batch_pairs
+
+        batched = batch_pairs(
+            dataset, batch_size=256, image_size=image_size, resize=resize
+        )
+        images, texts = [], []
+        for batch in batched.as_numpy_iterator():
+            images.append(batch[IMAGE_KEY])
+            texts.extend(t.decode("utf-8") for t in batch[TEXT_KEY])
+        if not images:
+            raise ValueError("The dataset is empty: no image-text pairs were read.")
+        return cls(np.concatenate(images), texts)
+
+
+class _EpochCounter(keras.callbacks.Callback):
+    """Tells the input pipeline which epoch is starting."""
+
+    def __init__(self, variable: tf.Variable):
+        super().__init__()
+        self.variable = variable
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.variable.assign(epoch)
+
+
+def epoch_shuffled_dataset(
+    pairs: PairArrays,
+    batch_size: int,
+    seed: int = 0,
+    drop_remainder: bool = True,
+):
+    """A dataset whose epoch-`e` order depends only on `(seed, e)`.
+
+    Returns:
+        `(dataset, callback)`: pass both to `fit` (the callback sets the
+        epoch before Keras opens the epoch's iterator).
+    """
+    if batch_size < 1:
+        raise ValueError(f"`batch_size` must be >= 1. Received: {batch_size}")
+    n = len(pairs)
+    if drop_remainder and n < batch_size:
+        raise ValueError(
+            f"Only {n} training pairs for `batch_size={batch_size}`: every batch "
+            "would be dropped. Lower the batch size."
+        )
+    epoch = tf.Variable(0, dtype=tf.int64, trainable=False)
+    images = tf.constant(pairs.images)
+    texts = tf.constant(pairs.texts.astype(str))
+    seed = int(seed)
+
+    def one_epoch(_):
+        order = tf.random.experimental.stateless_shuffle(
+            tf.range(n, dtype=tf.int64),
+            seed=tf.stack([tf.constant(seed, tf.int64), epoch.read_value()]),
+        )
+        return tf.data.Dataset.from_tensor_slices(order)
+
+    ds = tf.data.Dataset.from_tensors(0).flat_map(one_epoch)
+    ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+    ds = ds.map(
+        lambda idx: {IMAGE_KEY: tf.gather(images, idx), TEXT_KEY: tf.gather(texts, idx)}
+    )
+    return ds, _EpochCounter(epoch)
+
+
+def ordered_dataset(pairs: PairArrays, batch_size: int) -> tf.data.Dataset:
+    """The pairs in order, batched (for validation)."""
+    ds = tf.data.Dataset.from_tensor_slices(
+        {IMAGE_KEY: pairs.images, TEXT_KEY: pairs.texts.astype(str)}
+    )
+    return ds.batch(batch_size)
+
+
+def train(
+    model,
+    train_pairs: PairArrays,
+    epochs: int,
+    batch_size: int = 128,
+    validation_pairs: PairArrays | None = None,
+    seed: int = 0,
+    backup_dir: str | None = None,
+    callbacks=(),
+    verbose="auto",
+) -> dict:
+    """Fit `model` reproducibly; resume from `backup_dir` if it holds a backup.
+
+    The model must be compiled. With `backup_dir`, Keras'
+    `BackupAndRestore` saves a backup every epoch and a rerun with the same
+    arguments continues where the interrupted run stopped, with the same
+    batches, so it ends with the same weights.
+
+    Returns:
+        The history dict (`History.history`) of the epochs run now, plus
+        `"seconds"` (wall time of this call).
+    """
+    if epochs < 1:
+        raise ValueError(f"`epochs` must be >= 1. Received: {epochs}")
+    ds, epoch_callback = epoch_shuffled_dataset(train_pairs, batch_size, seed=seed)
+    callbacks = [epoch_callback, *callbacks]
+    if backup_dir is not None:
+        callbacks.append(keras.callbacks.BackupAndRestore(backup_dir))
+    validation = None
+    if validation_pairs is not None and len(validation_pairs):
+        validation = ordered_dataset(validation_pairs, batch_size)
+    start = time.perf_counter()
+    history = model.fit(
+        ds,
+        epochs=epochs,
+        validation_data=validation,
+        callbacks=callbacks,
+        verbose=verbose,
+    )
+    result = dict(history.history)
+    result["seconds"] = time.perf_counter() - start
+    return result
+
+
+def write_json(path, obj) -> None:
+    """Write `obj` as indented JSON (NumPy scalars and arrays converted)."""
+    path = Path(path)
+    if path.parent:
+        os.makedirs(path.parent, exist_ok=True)
+    path.write_text(
+        json.dumps(obj, indent=2, sort_keys=True, default=_to_builtin) + "\n"
+    )
+
+
+def _to_builtin(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"Not JSON serialisable: {type(value).__name__}")
