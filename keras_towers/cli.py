@@ -117,6 +117,16 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--learning-rate", type=float, default=5e-4)
     train.add_argument("--weight-decay", type=float, default=0.2)
     train.add_argument(
+        "--warmup-epochs",
+        type=float,
+        default=1.0,
+        help="linear warmup, then cosine decay to 0 (CLIP's schedule); "
+        "0 with --constant-lr keeps the rate fixed",
+    )
+    train.add_argument(
+        "--constant-lr", action="store_true", help="no warmup/cosine schedule"
+    )
+    train.add_argument(
         "--image-size",
         type=_positive_int,
         default=None,
@@ -410,9 +420,12 @@ def _read_history(path: Path) -> dict:
     with open(path, newline="") as f:
         rows = list(csv.DictReader(f))
     keys = [k for k in (rows[0] if rows else {}) if k != "epoch"]
-    return {
-        k: [float(row[k]) for row in rows if row.get(k) not in (None, "")] for k in keys
-    }
+    history = {}
+    for key in keys:
+        values = [row.get(key) for row in rows]
+        if all(v not in (None, "", "NA") for v in values):  # NA: not logged
+            history[key] = [float(v) for v in values]
+    return history
 
 
 def cmd_train(args) -> int:
@@ -448,8 +461,20 @@ def cmd_train(args) -> int:
         + (f" ({len(validation_pairs)} validation)" if validation_pairs else "")
         + f", image size {image_size}, backend {keras.config.backend()}"
     )
+    output.mkdir(parents=True, exist_ok=True)
     model = recipe.build(image_size=image_size)
-    model.compile(learning_rate=args.learning_rate, weight_decay=args.weight_decay)
+    learning_rate = args.learning_rate
+    if not args.constant_lr:
+        steps_per_epoch = max(1, len(train_pairs) // args.batch_size)
+        total = steps_per_epoch * args.epochs
+        warmup = min(int(round(args.warmup_epochs * steps_per_epoch)), total - 1)
+        learning_rate = keras.optimizers.schedules.CosineDecay(
+            initial_learning_rate=0.0 if warmup else args.learning_rate,
+            decay_steps=max(1, total - warmup),
+            warmup_target=args.learning_rate if warmup else None,
+            warmup_steps=warmup,
+        )
+    model.compile(learning_rate=learning_rate, weight_decay=args.weight_decay)
     history = training.train(
         model,
         train_pairs,
@@ -481,6 +506,9 @@ def cmd_train(args) -> int:
             "epochs": args.epochs,
             "batch_size": args.batch_size,
             "learning_rate": args.learning_rate,
+            "schedule": "constant"
+            if args.constant_lr
+            else f"linear warmup {args.warmup_epochs} epochs, cosine decay to 0",
             "weight_decay": args.weight_decay,
             "image_size": image_size,
             "seed": args.seed,

@@ -129,3 +129,14 @@ def load_training_data(data: str, image_size: int, resize: str = "pad"):
         datasets.load_pairs(data), image_size, resize=resize
     )
     return pairs, None, {"name": str(data), "train_pairs": len(pairs)}
+
+
+@register_recipe(
+    "clip-tiny",
+    image_size=32,
+    description="`CLIP.tiny()` (69k parameters): smoke runs and tests",
+)
+def build_clip_tiny(image_size: int = 32):
+    from keras_towers.models import CLIP
+
+    return CLIP.tiny(image_size=image_size)

@@ -119,6 +119,9 @@ def epoch_shuffled_dataset(
 
     ds = tf.data.Dataset.from_tensors(0).flat_map(one_epoch)
     ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+    steps = n // batch_size if drop_remainder else -(-n // batch_size)
+    # flat_map hides the length; Keras warns about running out of data without it.
+    ds = ds.apply(tf.data.experimental.assert_cardinality(steps))
     ds = ds.map(
         lambda idx: {IMAGE_KEY: tf.gather(images, idx), TEXT_KEY: tf.gather(texts, idx)}
     )

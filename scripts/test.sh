@@ -5,7 +5,9 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh >/dev/null || { echo "setup failed"; exit 1; }
 export TF_CPP_MIN_LOG_LEVEL=3
-.venv/bin/ruff check keras_towers tests guides benchmarks || exit 1
+.venv/bin/ruff check keras_towers tests guides benchmarks scripts || exit 1
+# The embedded corpus and evaluation sets (offline; idempotent, ~1 s when built).
+.venv/bin/keras-towers data prepare >/dev/null || { echo "data prepare failed"; exit 1; }
 passed=0
 failed=0
 for backend in jax torch tensorflow; do

@@ -98,6 +98,9 @@ class ContrastiveModel(keras.Model):
         is preprocessed with `self.preprocessor` inside the pipeline.
         """
         prepared = self._prepare(x, batch_size, shuffle=shuffle)
+        validation = kwargs.get("validation_data")
+        if isinstance(validation, (dict, tf.data.Dataset)):
+            kwargs["validation_data"] = self._prepare(validation, batch_size)
         if isinstance(prepared, tf.data.Dataset):
             # Shuffling is the dataset's own business (done above for arrays).
             return super().fit(prepared, y, shuffle=False, **kwargs)

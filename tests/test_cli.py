@@ -1,0 +1,201 @@
+"""The `keras-towers` command, end to end on small inputs."""
+
+import csv
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from keras_towers import cli
+from keras_towers.datasets import make_shapes
+
+
+def _run(capsys, *argv):
+    code = cli.main(list(argv))
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+@pytest.fixture(scope="module")
+def pairs_csv(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("pairs")
+    images, captions, _ = make_shapes(48, seed=5)
+    with open(folder / "pairs.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["image", "caption"])
+        for i, (image, caption) in enumerate(zip(images, captions, strict=True)):
+            Image.fromarray(image).save(folder / f"{i}.png")
+            writer.writerow([f"{i}.png", caption])
+    return folder / "pairs.csv"
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--help"],
+        ["data", "prepare", "--help"],
+        ["train", "--help"],
+        ["eval", "--help"],
+        ["zero-shot", "--help"],
+        ["presets", "list", "--help"],
+    ],
+)
+def test_help(argv, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(argv)
+    assert exit_info.value.code == 0
+    assert "usage: keras-towers" in capsys.readouterr().out
+
+
+def test_presets_list(capsys):
+    code, out, _ = _run(capsys, "presets", "list")
+    assert code == 0
+    assert "shapes_clip_tiny  [CLIP]" in out
+
+
+def test_bad_task_is_a_one_line_error(capsys):
+    code, _, err = _run(
+        capsys, "eval", "--preset", "shapes_clip_tiny", "--task", "zeroshot"
+    )
+    assert code == 2
+    assert "KIND:DATA" in err
+    code, _, err = _run(
+        capsys, "eval", "--preset", "shapes_clip_tiny", "--task", "nope:shapes"
+    )
+    assert code == 2 and "Unknown task kind 'nope'" in err
+
+
+def test_unknown_preset(capsys):
+    code, _, err = _run(
+        capsys, "eval", "--preset", "no_such_preset", "--task", "zeroshot:shapes"
+    )
+    assert code == 2 and "Unknown preset 'no_such_preset'" in err
+
+
+def test_eval_json_and_report(capsys, tmp_path, pairs_csv):
+    out_json = tmp_path / "r.json"
+    report = tmp_path / "report"
+    code, out, _ = _run(
+        capsys,
+        "eval",
+        "--preset",
+        "shapes_clip_tiny",
+        "--task",
+        "zeroshot:shapes",
+        "--task",
+        f"retrieval:{pairs_csv}",
+        "--templates",
+        "simple",
+        "--limit",
+        "60",
+        "--json",
+        str(out_json),
+        "--report",
+        str(report),
+        "--verbose",
+        "0",
+    )
+    assert code == 0
+    metrics = json.loads(out_json.read_text())
+    zero_shot = metrics["zeroshot:shapes"]
+    assert 0.0 <= zero_shot["accuracy"] <= 1.0 and zero_shot["num_examples"] == 60
+    retrieval = metrics[f"retrieval:{pairs_csv}"]
+    for direction in ("image_to_text", "text_to_image"):
+        recalls = [retrieval[f"{direction}_recall@{k}"] for k in (1, 5, 10)]
+        assert recalls == sorted(recalls)  # recall@k grows with k
+    assert retrieval["num_images"] == 48
+    assert "zeroshot:shapes" in out  # the table
+    pngs = sorted(p.name for p in report.glob("*.png"))
+    assert any(name.endswith("_confusion.png") for name in pngs)
+    assert any(name.endswith("_image_to_text.png") for name in pngs)
+    assert all((report / name).stat().st_size > 1000 for name in pngs)
+
+
+def test_zero_shot_command(capsys, tmp_path):
+    images, _, _ = make_shapes(2, seed=9)
+    paths = []
+    for i, image in enumerate(images):
+        paths.append(str(tmp_path / f"img{i}.png"))
+        Image.fromarray(image).save(paths[-1])
+    code, out, _ = _run(
+        capsys,
+        "zero-shot",
+        "--preset",
+        "shapes_clip_tiny",
+        *paths,
+        "--classes",
+        "red circle, blue square,green triangle",
+        "--top-k",
+        "2",
+    )
+    assert code == 0
+    lines = out.strip().splitlines()
+    assert lines[0] == paths[0] and lines[3] == paths[1]
+    probabilities = [float(line.split("%")[0]) for line in lines[1:3]]
+    assert probabilities == sorted(probabilities, reverse=True)
+
+
+def test_zero_shot_needs_two_classes(capsys, tmp_path):
+    path = tmp_path / "a.png"
+    Image.fromarray(np.zeros((8, 8, 3), "uint8")).save(path)
+    code, _, err = _run(
+        capsys,
+        "zero-shot",
+        "--preset",
+        "shapes_clip_tiny",
+        str(path),
+        "--classes",
+        "cat",
+    )
+    assert code == 2 and "at least two" in err
+
+
+def test_train_writes_a_loadable_preset(capsys, tmp_path, pairs_csv):
+    import keras_towers
+
+    output = tmp_path / "run"
+    report = tmp_path / "report"
+    code, out, _ = _run(
+        capsys,
+        "train",
+        "--method",
+        "clip-tiny",
+        "--data",
+        str(pairs_csv),
+        "--epochs",
+        "2",
+        "--batch-size",
+        "16",
+        "--output",
+        str(output),
+        "--report",
+        str(report),
+        "--verbose",
+        "0",
+    )
+    assert code == 0, out
+    metadata = json.loads((output / "metadata.json").read_text())
+    assert metadata["training"]["epochs"] == 2
+    assert metadata["training"]["data"]["train_pairs"] == 48
+    history = json.loads((report / "history.json").read_text())
+    assert len(history["loss"]) == 2
+    assert (report / "loss.png").stat().st_size > 1000
+    model = keras_towers.CLIP.from_preset(str(output))
+    assert model.encode_texts(["a red circle"]).shape == (1, 32)
+    # A second run into the same directory refuses to overwrite it.
+    code, _, err = _run(
+        capsys,
+        "train",
+        "--method",
+        "clip-tiny",
+        "--data",
+        str(pairs_csv),
+        "--epochs",
+        "1",
+        "--output",
+        str(output),
+        "--verbose",
+        "0",
+    )
+    assert code == 2 and "already holds a trained preset" in err
