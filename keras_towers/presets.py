@@ -158,6 +158,16 @@ def load(cls, preset: str, load_weights: bool = True, **kwargs):
     return model
 
 
+def _save_weights_without_optimizer(model, path) -> None:
+    """Model weights only: a compiled model's optimizer state (2x the model
+    for Adam) is training state, not part of a preset."""
+    from keras.src.saving import saving_lib
+
+    optimizer = getattr(model, "optimizer", None)
+    skip = [optimizer] if optimizer is not None else None
+    saving_lib.save_weights_only(model, str(path), objects_to_skip=skip)
+
+
 def save(model, preset_dir: str, description: str = "", **metadata) -> None:
     from keras_towers.version import __version__
 
@@ -168,7 +178,7 @@ def save(model, preset_dir: str, description: str = "", **metadata) -> None:
     config.pop("build_config", None)
     (path / CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=True))
     weights = path / WEIGHTS_FILE
-    model.save_weights(str(weights))
+    _save_weights_without_optimizer(model, weights)
     tokenizer = getattr(getattr(model, "preprocessor", None), "tokenizer", None)
     if tokenizer is not None and hasattr(tokenizer, "save_assets"):
         assets = path / TOKENIZER_ASSETS

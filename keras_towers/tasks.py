@@ -198,6 +198,14 @@ def retrieval_task(
         for key, value in result.items()
         if isinstance(value, (int, float, np.number)) and not isinstance(value, bool)
     }
+    # Identical captions are the same caption: retrieving the twin of a
+    # duplicated caption ("A lion." for two lion stamps) is a hit. The strict
+    # pair-index recalls stay available under a "_strict" suffix.
+    by_caption = _recall_by_caption(result, captions, ks=(1, 5, 10))
+    for key, value in by_caption.items():
+        metrics[f"{key}_strict"] = metrics[key]
+        metrics[key] = value
+    metrics["unique_captions"] = len(set(captions))
     metrics["chance_recall@1"] = 1.0 / len(captions)
     return {
         "metrics": metrics,
@@ -208,6 +216,17 @@ def retrieval_task(
             "text_to_image": result["text_to_image_rankings"],
         },
     }
+
+
+def _recall_by_caption(result: dict, captions, ks) -> dict:
+    texts = np.asarray(captions, dtype=object)
+    out = {}
+    for direction in ("image_to_text", "text_to_image"):
+        ranked = np.asarray(result[f"{direction}_rankings"])
+        hits = texts[ranked] == texts[: len(ranked), None]
+        for k in ks:
+            out[f"{direction}_recall@{k}"] = float(np.mean(hits[:, :k].any(axis=1)))
+    return out
 
 
 @register_task("linear-probe")
