@@ -19,10 +19,14 @@ from keras_towers import recipes
 from keras_towers import relative
 from keras_towers import tasks
 from keras_towers import training
+from keras_towers.feature_cache import cache_locked_features
+from keras_towers.feature_cache import clear_feature_cache
 from keras_towers.models import ASIF
 from keras_towers.models import CLIP
 from keras_towers.models import ContrastiveModel
+from keras_towers.models import LiT
 from keras_towers.models import SigLIP
+from keras_towers.models import ThreeTowers
 from keras_towers.preprocessing import ByteTokenizer
 from keras_towers.preprocessing import ContrastivePreprocessor
 from keras_towers.towers import ImageTower
@@ -36,10 +40,14 @@ __all__ = [
     "ContrastiveModel",
     "ContrastivePreprocessor",
     "ImageTower",
+    "LiT",
     "SigLIP",
     "TextTower",
+    "ThreeTowers",
     "__version__",
     "backbones",
+    "cache_locked_features",
+    "clear_feature_cache",
     "converters",
     "efficientnet_lite",
     "datasets",

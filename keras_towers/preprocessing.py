@@ -19,6 +19,10 @@ from keras_hub.tokenizers import ByteTokenizer as _KerasHubByteTokenizer
 #: Keys of a raw example.
 IMAGE_KEY = "images"
 TEXT_KEY = "texts"
+#: Output of the optional second image converter (e.g. a 3T third tower's input).
+THIRD_IMAGE_KEY = "third_images"
+#: Precomputed third-tower features; when present, `third_images` is skipped.
+THIRD_FEATURES_KEY = "third_features"
 
 
 @keras.saving.register_keras_serializable(package="keras_towers")
@@ -53,7 +57,11 @@ class ContrastivePreprocessor(Preprocessor):
     Images are uint8 or float arrays with values in `[0, 255]`, `(H, W, C)` or
     batched, with 1 (grayscale), 3 (RGB) or 4 (RGBA, composited onto white) channels.
     Texts are strings. The output has `"images"` (resized, scaled floats),
-    `"token_ids"` and `"padding_mask"`; any other keys pass through.
+    `"token_ids"` and `"padding_mask"`; any other keys pass through. With a
+    `third_image_converter`, the same images are also converted a second way
+    into `"third_images"` (the input of a frozen third tower with its own
+    size and normalisation, as in `keras_towers.ThreeTowers`), unless the
+    example already carries precomputed `"third_features"`.
 
     Args:
         image_converter: a `keras_hub.layers.ImageConverter` (resizing and
@@ -65,6 +73,8 @@ class ContrastivePreprocessor(Preprocessor):
         lowercase: bool. Lower-case texts before tokenising.
         start_token_id, end_token_id, pad_token_id: optional ints overriding
             the tokenizer's.
+        third_image_converter: an optional second
+            `keras_hub.layers.ImageConverter` producing `"third_images"`.
 
     Example:
 
@@ -86,10 +96,12 @@ class ContrastivePreprocessor(Preprocessor):
         start_token_id: int | None = None,
         end_token_id: int | None = None,
         pad_token_id: int | None = None,
+        third_image_converter=None,
         **kwargs,
     ):
         super().__init__(**kwargs)
         self.image_converter = image_converter
+        self.third_image_converter = third_image_converter
         self.tokenizer = tokenizer
         self.sequence_length = int(sequence_length)
         self.lowercase = lowercase
@@ -127,7 +139,8 @@ class ContrastivePreprocessor(Preprocessor):
 
     # The `_tf` helpers run inside `preprocessing_function`: TensorFlow in,
     # TensorFlow out; the decorator converts at the boundary.
-    def _images_tf(self, images):
+    def _rgb_tf(self, images):
+        """Any accepted image layout to float32 RGB in [0, 255]."""
         images = tf.convert_to_tensor(images)
         if images.shape.rank not in (3, 4):
             raise ValueError(
@@ -148,10 +161,7 @@ class ContrastivePreprocessor(Preprocessor):
                 "`images` must have 1, 3 or 4 channels (last axis). "
                 f"Received shape {tuple(images.shape)}."
             )
-        images = tf.cast(images, "float32")
-        if self.image_converter is not None:
-            images = self.image_converter(images)
-        return images
+        return tf.cast(images, "float32")
 
     def _texts_tf(self, texts):
         if self.tokenizer is None:
@@ -177,7 +187,14 @@ class ContrastivePreprocessor(Preprocessor):
             )
         outputs = {k: v for k, v in x.items() if k not in (IMAGE_KEY, TEXT_KEY)}
         if IMAGE_KEY in x:
-            outputs[IMAGE_KEY] = self._images_tf(x[IMAGE_KEY])
+            rgb = self._rgb_tf(x[IMAGE_KEY])
+            image_converter = self.image_converter
+            outputs[IMAGE_KEY] = (
+                rgb if image_converter is None else image_converter(rgb)
+            )
+            third = self.third_image_converter
+            if third is not None and THIRD_FEATURES_KEY not in x:
+                outputs[THIRD_IMAGE_KEY] = third(rgb)
         if TEXT_KEY in x:
             token_ids, padding_mask = self._texts_tf(x[TEXT_KEY])
             outputs["token_ids"] = token_ids
@@ -195,7 +212,20 @@ class ContrastivePreprocessor(Preprocessor):
                 "pad_token_id": self.pad_token_id,
             }
         )
+        if self.third_image_converter is not None:
+            config["third_image_converter"] = keras.layers.serialize(
+                self.third_image_converter
+            )
         return config
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        if isinstance(config.get("third_image_converter"), dict):
+            config["third_image_converter"] = keras.layers.deserialize(
+                config["third_image_converter"]
+            )
+        return super().from_config(config)
 
     @classmethod
     def default(

@@ -7,7 +7,12 @@ return *un-normalised* embeddings; methods normalise them (ProtoCLIP and 3T
 heads need the raw vectors).
 
 Locking a tower is a rule, not an architecture: `tower.trainable = False` and
-methods call locked towers with `training=False`.
+methods call locked towers with `training=False`. A tower whose *backbone* is
+locked (`tower.backbone.trainable = False`) but whose head trains runs the
+backbone in inference mode too. The locked part's output
+(`tower.locked_features`) can be computed once and cached
+(`keras_towers.cache_locked_features`); `tower.from_locked_features` applies
+the trainable rest.
 """
 
 from __future__ import annotations
@@ -115,11 +120,78 @@ class _Tower(keras.layers.Layer):
         """Width of the embeddings this tower returns."""
         return self.projection_dim if self.projection else self.feature_dim
 
+    @property
+    def locked_part(self) -> str | None:
+        """Which part of the tower is locked: `"tower"`, `"backbone"` or `None`.
+
+        `"tower"` when the whole tower is frozen (`tower.trainable = False`),
+        `"backbone"` when only the backbone is (`tower.backbone.trainable =
+        False`, head trained), `None` when nothing is.
+        """
+        if not self.trainable:
+            return "tower"
+        if not self.backbone.trainable:
+            return "backbone"
+        return None
+
+    @property
+    def locked_feature_dim(self) -> int | None:
+        """Width of `locked_features`: the output (whole tower locked), the
+        pooled feature (backbone locked) or `None` (nothing locked)."""
+        part = self.locked_part
+        if part is None:
+            return None
+        return self.output_dim if part == "tower" else self.feature_dim
+
+    def project(self, features, training=None):
+        """The head applied to pooled features (identity without a head)."""
+        if self.projection is None:
+            return features
+        return self.projection(features, training=training)
+
+    def locked_features(self, inputs):
+        """Output of the locked part, in inference mode.
+
+        The whole tower's output when the tower is locked, the pooled backbone
+        feature when only the backbone is. These are what
+        `keras_towers.cache_locked_features` stores and what
+        `from_locked_features` completes.
+        """
+        part = self.locked_part
+        if part is None:
+            raise ValueError(
+                f"The tower {self.name!r} is not locked, so it has no locked "
+                "features; lock it with `tower.trainable = False` (or "
+                "`tower.backbone.trainable = False`)."
+            )
+        if part == "tower":
+            return self(inputs, training=False)
+        return self.pool(inputs, training=False)
+
+    def from_locked_features(self, features, training=None):
+        """Embeddings from `locked_features`: the trainable rest (the head
+        when only the backbone is locked; nothing when all of it is)."""
+        part = self.locked_part
+        if part is None:
+            raise ValueError(
+                f"Precomputed features were given for the tower {self.name!r}, "
+                "which is not locked: its output changes as it trains, so it "
+                "needs the raw inputs."
+            )
+        width = features.shape[-1]
+        if width is not None and width != self.locked_feature_dim:
+            raise ValueError(
+                f"The tower {self.name!r} (locked part: {part}) expects "
+                f"precomputed features of width {self.locked_feature_dim}. "
+                f"Received width {width}. Were they computed with another "
+                "tower or lock setting?"
+            )
+        if part == "tower":
+            return features
+        return self.project(features, training=training)
+
     def call(self, inputs, training=None):
-        features = self.pool(inputs, training=training)
-        if self.projection is not None:
-            features = self.projection(features, training=training)
-        return features
+        return self.project(self.pool(inputs, training=training), training=training)
 
     def get_config(self):
         config = super().get_config()
@@ -185,7 +257,9 @@ class ImageTower(_Tower):
         """Backbone + pooler: the feature that heads project."""
         if self._input_key is not None:
             images = {self._input_key: images}
-        outputs = self.backbone(images, training=training)
+        # A locked backbone runs in inference mode (BatchNorm statistics and
+        # dropout frozen) even when the head trains.
+        outputs = self.backbone(images, training=training and self.backbone.trainable)
         x = _backbone_output(self.backbone, outputs, self.pooling)
         if self.pooling == "cls":
             return x[:, 0, :]
@@ -293,7 +367,10 @@ class TextTower(_Tower):
         backbone_inputs = {k: available[k] for k in self._input_keys}
         if not isinstance(self.backbone.input, dict):
             backbone_inputs = token_ids
-        outputs = self.backbone(backbone_inputs, training=training)
+        # Inference mode for a locked backbone, as for images.
+        outputs = self.backbone(
+            backbone_inputs, training=training and self.backbone.trainable
+        )
         x = _backbone_output(self.backbone, outputs, self.pooling)
         if self.pooling == "none":
             return x

@@ -2,5 +2,7 @@ from keras_towers.models.asif import ASIF
 from keras_towers.models.base import ContrastiveModel
 from keras_towers.models.clip import CLIP
 from keras_towers.models.clip import SigLIP
+from keras_towers.models.lit import LiT
+from keras_towers.models.three_towers import ThreeTowers
 
-__all__ = ["ASIF", "CLIP", "ContrastiveModel", "SigLIP"]
+__all__ = ["ASIF", "CLIP", "ContrastiveModel", "LiT", "SigLIP", "ThreeTowers"]

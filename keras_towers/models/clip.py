@@ -8,13 +8,19 @@ import keras
 from keras import ops
 
 from keras_towers import objectives
+from keras_towers.feature_cache import FeatureSource
 from keras_towers.models.base import ClampConstraint
 from keras_towers.models.base import ContrastiveModel
 from keras_towers.models.base import l2_normalize
 from keras_towers.objectives import at_least_float32
+from keras_towers.preprocessing import IMAGE_KEY
+from keras_towers.preprocessing import TEXT_KEY
 from keras_towers.preprocessing import ContrastivePreprocessor
 from keras_towers.towers import ImageTower
 from keras_towers.towers import TextTower
+
+#: Preprocessed inputs of a text tower.
+TOKEN_KEYS = ("token_ids", "padding_mask")
 
 _LOSS_DEFAULTS = {
     # objective: (logit scale init, logit bias init)
@@ -32,6 +38,12 @@ class CLIP(ContrastiveModel):
     meaningful); `compute_loss` builds the `B x B` logits and applies the
     objective. The logit scale `s = exp(theta)` is learned, and `theta` is
     clamped to `[0, ln(max_logit_scale)]` after every optimizer step.
+
+    `call` takes preprocessed `"images"` and `"token_ids"` (+
+    `"padding_mask"`); for a locked tower it also takes the output of its
+    locked part precomputed, `"image_features"` / `"text_features"` (see
+    `keras_towers.cache_locked_features`), and applies only the trainable
+    rest. Locked towers (and locked backbones) always run in inference mode.
 
     Args:
         image_tower: `keras_towers.ImageTower`. Default: a small ViT.
@@ -141,7 +153,7 @@ class CLIP(ContrastiveModel):
                 trainable=True,
                 name="logit_bias",
             )
-        self._init_diagnostics(objective.diagnostics)
+        self._init_diagnostics(self._diagnostic_names(objective))
         self.built = True
         _check_unique_variable_paths(self)
 
@@ -154,21 +166,36 @@ class CLIP(ContrastiveModel):
         self.label_smoothing = float(label_smoothing)
         self.embedding_dim = image_tower.output_dim
 
+    def _diagnostic_names(self, objective) -> tuple:
+        """Metric names logged by `compute_loss` (subclasses extend)."""
+        return tuple(objective.diagnostics)
+
+    def feature_sources(self) -> list[FeatureSource]:
+        """The towers whose locked part `cache_locked_features` can cache."""
+        return [
+            FeatureSource("image", self.image_tower, IMAGE_KEY, (IMAGE_KEY,)),
+            FeatureSource("text", self.text_tower, TEXT_KEY, TOKEN_KEYS),
+        ]
+
     def call(self, inputs, training=None):
         outputs = {}
-        if "images" in inputs:
-            tower = self.image_tower
-            features = tower(inputs["images"], training=training and tower.trainable)
-            outputs["image_embeddings"] = l2_normalize(features)
-        if "token_ids" in inputs:
-            tower = self.text_tower
-            text = {k: inputs[k] for k in ("token_ids", "padding_mask") if k in inputs}
-            features = tower(text, training=training and tower.trainable)
-            outputs["text_embeddings"] = l2_normalize(features)
+        if "image_features" in inputs or IMAGE_KEY in inputs:
+            outputs["image_embeddings"] = l2_normalize(
+                _tower_output(
+                    self.image_tower, inputs, "image_features", IMAGE_KEY, training
+                )
+            )
+        if "text_features" in inputs or "token_ids" in inputs:
+            outputs["text_embeddings"] = l2_normalize(
+                _tower_output(
+                    self.text_tower, inputs, "text_features", TOKEN_KEYS, training
+                )
+            )
         if not outputs:
             raise ValueError(
-                "CLIP inputs must contain 'images' and/or 'token_ids' "
-                f"(preprocessed). Received keys: {sorted(inputs)}."
+                f"{type(self).__name__} inputs must contain 'images' (or "
+                "precomputed 'image_features') and/or 'token_ids' (or "
+                f"'text_features'). Received keys: {sorted(inputs)}."
             )
         return outputs
 
@@ -330,6 +357,20 @@ class SigLIP(CLIP):
     def __init__(self, *args, loss: str = "sigmoid", **kwargs):
         kwargs.setdefault("name", "siglip")
         super().__init__(*args, loss=loss, **kwargs)
+
+
+def _tower_output(tower, inputs, feature_key, input_keys, training):
+    """A tower's output from precomputed locked features or from its inputs.
+
+    Locked parts always run with `training=False` (BatchNorm statistics and
+    dropout frozen); only the trainable rest sees `training`.
+    """
+    training = training and tower.trainable
+    if feature_key in inputs:
+        return tower.from_locked_features(inputs[feature_key], training=training)
+    if isinstance(input_keys, str):
+        return tower(inputs[input_keys], training=training)
+    return tower({k: inputs[k] for k in input_keys if k in inputs}, training=training)
 
 
 def _arguments(fn) -> tuple:

@@ -1,0 +1,249 @@
+"""LiT: contrastive tuning of a text tower against a locked image tower."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import keras
+
+from keras_towers.backbones import VisionTransformer
+from keras_towers.models.clip import CLIP
+from keras_towers.preprocessing import ContrastivePreprocessor
+from keras_towers.towers import ImageTower
+from keras_towers.towers import TextTower
+
+#: Lock settings of one tower: locked as a whole, locked backbone with a
+#: trained head, or trained.
+LOCKS = (True, "backbone", False)
+
+_LETTERS = {
+    # letter: (locked, pretrained)
+    "L": (True, True),
+    "U": (False, True),
+    "u": (False, False),
+}
+
+
+class LiTVariant(NamedTuple):
+    """A two-letter LiT setup, e.g. `"Lu"`: image tower first, text second.
+
+    `L`: pretrained and locked; `U`: pretrained and trained; `u`: trained
+    from scratch (randomly initialised).
+    """
+
+    lock_image: bool
+    lock_text: bool
+    image_pretrained: bool
+    text_pretrained: bool
+
+
+def parse_variant(variant: str) -> LiTVariant:
+    """Parse LiT's two-letter notation (`"Lu"`, `"LU"`, `"Uu"`, `"UU"`, `"uu"`...).
+
+    Example:
+
+    ```python
+    keras_towers.models.lit.parse_variant("Lu")
+    # LiTVariant(lock_image=True, lock_text=False, image_pretrained=True,
+    #            text_pretrained=False)
+    ```
+    """
+    if (
+        not isinstance(variant, str)
+        or len(variant) != 2
+        or any(c not in _LETTERS for c in variant)
+    ):
+        raise ValueError(
+            "`variant` must be two letters from 'L' (locked pretrained), 'U' "
+            "(unlocked pretrained) and 'u' (unlocked from scratch), image tower "
+            f"first, e.g. 'Lu' or 'LU'. Received: variant={variant!r}"
+        )
+    (lock_image, image_pretrained), (lock_text, text_pretrained) = (
+        _LETTERS[variant[0]],
+        _LETTERS[variant[1]],
+    )
+    return LiTVariant(lock_image, lock_text, image_pretrained, text_pretrained)
+
+
+def _check_lock(name, value):
+    if not (value is True or value is False or value == "backbone"):
+        raise ValueError(
+            f"`{name}` must be True (lock the whole tower), 'backbone' (lock "
+            f"the backbone, train the head) or False. Received: {name}={value!r}"
+        )
+
+
+def apply_lock(tower, lock) -> None:
+    """Set a tower's trainable flags from a lock setting (`True`, `"backbone"`,
+    `False`)."""
+    if lock is True:
+        tower.trainable = False
+    elif lock == "backbone":
+        tower.trainable = True
+        tower.backbone.trainable = False
+    else:
+        tower.trainable = True
+
+
+@keras.saving.register_keras_serializable(package="keras_towers")
+class LiT(CLIP):
+    """Locked-image tuning: CLIP with a locked pretrained image tower.
+
+    LiT is a freeze rule on CLIP, not a new architecture: the image tower is
+    locked (`trainable=False`, always run with `training=False`, so BatchNorm
+    statistics and dropout stay frozen) and only the text tower and the logit
+    scale learn the contrastive objective. Without image augmentation the
+    locked tower's outputs can be computed once with
+    `keras_towers.cache_locked_features` and fed as `"image_features"`.
+
+    The paper's notation names the setup with two letters, image tower first:
+    `L` locked pretrained, `U` unlocked pretrained, `u` unlocked from scratch
+    (so `"Lu"` is LiT proper, `"LU"` a pretrained text tower, `"UU"` both
+    fine-tuned, `"uu"` CLIP from scratch). Pass `variant=` to set the locks
+    from it; which towers are pretrained is the caller's choice of towers.
+
+    Args:
+        image_tower: `keras_towers.ImageTower` (usually pretrained), or a bare
+            image backbone, wrapped as `ImageTower(backbone,
+            pooling=image_pooling, head=None)`: LiT's default has no image
+            head, so the embedding is the pooled frozen feature. Build an
+            `ImageTower` with a head to have one.
+        text_tower: `keras_towers.TextTower`. Default: a small causal text
+            transformer projecting to the image tower's output width.
+        preprocessor: `keras_towers.ContrastivePreprocessor`. Default: byte
+            tokenizer + CLIP-normalised resize to the image tower's size (a
+            pretrained tower usually needs its own normalisation).
+        lock_image: `True` (lock the whole image tower), `"backbone"` (lock
+            the backbone, train the head) or `False`. Default `True`.
+        lock_text: the same for the text tower. Default `False`.
+        variant: str or `None`. Two-letter setup (`"Lu"`, `"LU"`, `"Uu"`,
+            `"UU"`...) that sets `lock_image` / `lock_text`; must agree with
+            them if both are given.
+        image_pooling: str. Pooling used when `image_tower` is a bare
+            backbone (`"mean"` for conv nets, `"cls"` for ViTs).
+        **kwargs: `keras_towers.CLIP` arguments (`loss`, `logit_scale_init`,
+            `max_logit_scale`, `label_smoothing`, ...).
+
+    Example:
+
+    ```python
+    image_tower = keras_towers.ImageTower(pretrained_backbone, pooling="mean",
+                                          head=None)
+    model = keras_towers.LiT(image_tower, preprocessor=preprocessor,
+                             variant="Lu")
+    cached = keras_towers.cache_locked_features(model, pairs)
+    model.compile()
+    model.fit(cached.shuffle(4096).batch(256), epochs=5)
+    ```
+
+    References:
+        - [Zhai et al., 2022](https://arxiv.org/abs/2111.07991)
+    """
+
+    def __init__(
+        self,
+        image_tower: ImageTower | keras.Model,
+        text_tower: TextTower | None = None,
+        preprocessor: ContrastivePreprocessor | None = None,
+        lock_image: bool | str | None = None,
+        lock_text: bool | str | None = None,
+        variant: str | None = None,
+        image_pooling: str = "mean",
+        **kwargs,
+    ):
+        kwargs.setdefault("name", "lit")
+        if variant is not None:
+            parsed = parse_variant(variant)
+            for name, given, implied in (
+                ("lock_image", lock_image, parsed.lock_image),
+                ("lock_text", lock_text, parsed.lock_text),
+            ):
+                # "backbone" is a lock too: the letter L allows it.
+                if given is not None and bool(given) != implied:
+                    raise ValueError(
+                        f"`variant={variant!r}` implies {name}={implied}, but "
+                        f"{name}={given!r} was given."
+                    )
+            if lock_image is None:
+                lock_image = parsed.lock_image
+            if lock_text is None:
+                lock_text = parsed.lock_text
+        lock_image = True if lock_image is None else lock_image
+        lock_text = False if lock_text is None else lock_text
+        _check_lock("lock_image", lock_image)
+        _check_lock("lock_text", lock_text)
+
+        # === Layers ===
+        if not isinstance(image_tower, ImageTower):
+            if not isinstance(image_tower, keras.Model):
+                raise TypeError(
+                    "`image_tower` must be a keras_towers.ImageTower or an "
+                    f"image backbone (keras.Model). Received: {image_tower!r}"
+                )
+            image_tower = ImageTower(
+                image_tower, pooling=image_pooling, head=None, name="image_tower"
+            )
+        if preprocessor is None:
+            image_size = image_tower.image_shape[0]
+            if image_size is None:
+                raise ValueError(
+                    "The image backbone takes any image size, so LiT cannot "
+                    "choose one: pass `preprocessor=` (with the resize and "
+                    "normalisation the pretrained tower expects)."
+                )
+            preprocessor = ContrastivePreprocessor.default(image_size=image_size)
+        if text_tower is None:
+            text_tower = TextTower.transformer(
+                vocabulary_size=preprocessor.tokenizer.vocabulary_size(),
+                sequence_length=preprocessor.sequence_length,
+                projection_dim=image_tower.output_dim,
+            )
+        # Locks are set before the model tracks the towers, so every later
+        # view (trainable_variables, the optimizer, weight decay) sees them.
+        apply_lock(image_tower, lock_image)
+        apply_lock(text_tower, lock_text)
+        super().__init__(image_tower, text_tower, preprocessor, **kwargs)
+
+        # === Config ===
+        self.lock_image = lock_image
+        self.lock_text = lock_text
+        self.variant = variant
+        self.image_pooling = image_pooling
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "lock_image": self.lock_image,
+                "lock_text": self.lock_text,
+                "variant": self.variant,
+                "image_pooling": self.image_pooling,
+            }
+        )
+        return config
+
+    @classmethod
+    def tiny(cls, image_size: int = 32, embedding_dim: int = 32, **kwargs) -> LiT:
+        """A very small LiT (random ViT image tower, no image head) for tests."""
+        preprocessor = ContrastivePreprocessor.default(
+            image_size=image_size, sequence_length=16
+        )
+        backbone = VisionTransformer(
+            patch_size=8,
+            hidden_dim=embedding_dim,
+            num_layers=2,
+            num_heads=2,
+            intermediate_dim=2 * embedding_dim,
+            image_shape=(image_size, image_size, 3),
+            name="image_tower_backbone",
+        )
+        image_tower = ImageTower(backbone, pooling="cls", head=None, name="image_tower")
+        text_tower = TextTower.transformer(
+            vocabulary_size=preprocessor.tokenizer.vocabulary_size(),
+            sequence_length=16,
+            width=32,
+            num_layers=2,
+            num_heads=2,
+            projection_dim=embedding_dim,
+        )
+        return cls(image_tower, text_tower, preprocessor, **kwargs)

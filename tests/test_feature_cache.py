@@ -1,0 +1,248 @@
+"""Frozen-feature cache: equal to the live tower, reused, invalidated, refused."""
+
+import json
+import os
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import keras_towers
+from keras_towers import feature_cache
+from keras_towers.feature_cache import cache_locked_features
+from keras_towers.feature_cache import clear_feature_cache
+from tests.test_lit import raw_pairs
+from tests.test_lit import resnet_lit
+
+
+class LockedRuns:
+    """Counts the batches and examples the cache runs its locked towers on."""
+
+    def __init__(self, monkeypatch):
+        self.rows = 0
+        self.batches = 0
+        original = feature_cache._locked_forward
+
+        def counting_forward(runner, inputs):
+            self.batches += 1
+            self.rows += len(
+                next(iter(inputs.values())) if isinstance(inputs, dict) else inputs
+            )
+            return original(runner, inputs)
+
+        monkeypatch.setattr(feature_cache, "_locked_forward", counting_forward)
+
+    def rows_during(self, fn, *args, **kwargs):
+        """`fn(*args, **kwargs)` and how many examples the towers saw."""
+        start = self.rows
+        result = fn(*args, **kwargs)
+        return result, self.rows - start
+
+
+class BackboneCalls:
+    """Counts Python calls of a backbone: each eager call or each trace."""
+
+    def __init__(self, backbone):
+        self.calls = 0
+        original = backbone.call
+
+        def counting_call(*args, **kwargs):
+            self.calls += 1
+            return original(*args, **kwargs)
+
+        backbone.call = counting_call
+
+
+def pairs_dataset(images, texts):
+    return tf.data.Dataset.from_tensor_slices({"images": images, "texts": texts})
+
+
+def embed(model, raw_or_features, key):
+    """Embeddings from an eager forward pass (raw inputs are preprocessed)."""
+    inputs = dict(raw_or_features)
+    if "images" in inputs or "texts" in inputs:
+        inputs = model.preprocessor(inputs)
+    inputs = {k: keras.ops.convert_to_numpy(v) for k, v in inputs.items()}
+    return keras.ops.convert_to_numpy(model(inputs, training=False)[key])
+
+
+def live_features(model, images):
+    pixels = model.preprocessor({"images": images})["images"]
+    return keras.ops.convert_to_numpy(model.image_tower(pixels, training=False))
+
+
+@pytest.fixture(autouse=True)
+def _fresh_memory_cache():
+    clear_feature_cache()
+    yield
+    clear_feature_cache()
+
+
+def as_arrays(dataset):
+    out = {}
+    for element in dataset.as_numpy_iterator():
+        for key, value in element.items():
+            out.setdefault(key, []).append(value)
+    return out
+
+
+def test_features_equal_live_tower_and_are_computed_once_per_element(monkeypatch):
+    images, texts = raw_pairs(10)
+    model = resnet_lit()
+    expected = live_features(model, images)
+    counter = LockedRuns(monkeypatch)
+    cached = cache_locked_features(model, pairs_dataset(images, texts), batch_size=4)
+    assert (counter.rows, counter.batches) == (10, 3)  # batches of 4, 4, 2
+    assert set(cached.element_spec) == {"image_features", "texts"}
+    got = as_arrays(cached)
+    np.testing.assert_allclose(np.stack(got["image_features"]), expected, atol=1e-5)
+    assert [t.decode() for t in got["texts"]] == texts  # order kept
+    # A second request for the same tower and data is served from memory.
+    cache_locked_features(model, pairs_dataset(images, texts), batch_size=4)
+    assert counter.rows == 10
+    # Epochs of fit on the cached dataset never run the locked backbone.
+    backbone = BackboneCalls(model.image_tower.backbone)
+    model.compile(learning_rate=1e-3)
+    before = keras.ops.convert_to_numpy(model.text_tower.projection.kernel).copy()
+    history = model.fit(cached.shuffle(10).batch(5), epochs=2, verbose=0)
+    assert backbone.calls == 0  # not even traced
+    assert np.all(np.isfinite(history.history["loss"]))
+    after = keras.ops.convert_to_numpy(model.text_tower.projection.kernel)
+    assert not np.allclose(before, after)
+    # The model gives the same embeddings from features as from images.
+    features = np.stack(got["image_features"])[:3]
+    np.testing.assert_allclose(
+        embed(model, {"image_features": features}, "image_embeddings"),
+        embed(model, {"images": images[:3]}, "image_embeddings"),
+        atol=1e-5,
+    )
+
+
+def test_cache_is_invalidated_when_weights_or_data_change(monkeypatch):
+    images, texts = raw_pairs(6)
+    model = resnet_lit()
+    counter = LockedRuns(monkeypatch)
+
+    def cache(images, texts):
+        return counter.rows_during(
+            lambda: as_arrays(
+                cache_locked_features(model, pairs_dataset(images, texts))
+            )
+        )
+
+    first, rows = cache(images, texts)
+    assert rows == 6
+    assert cache(images, texts)[1] == 0
+    # A locked BatchNorm statistic changes -> recomputed, equal to the live tower.
+    stat = next(v for v in model.image_tower.variables if "moving_mean" in v.path)
+    stat.assign(keras.ops.convert_to_numpy(stat.value) + 0.5)
+    second, rows = cache(images, texts)
+    assert rows == 6
+    assert not np.allclose(first["image_features"], second["image_features"])
+    np.testing.assert_allclose(
+        np.stack(second["image_features"]), live_features(model, images), atol=1e-5
+    )
+    # One changed pixel -> recomputed.
+    changed = images.copy()
+    changed[5, 0, 0, 0] ^= 1
+    assert cache(changed, texts)[1] == 6
+    # One changed caption changes the data too.
+    assert cache(images, texts[:-1] + ["other"])[1] == 6
+    assert cache(images, texts)[1] == 0  # the original is still cached
+
+
+def test_disk_cache_is_reused_and_checked(tmp_path, monkeypatch):
+    images, texts = raw_pairs(5)
+    model = resnet_lit()
+    counter = LockedRuns(monkeypatch)
+    cache_dir = str(tmp_path / "features")
+    first = as_arrays(
+        cache_locked_features(model, pairs_dataset(images, texts), cache_dir=cache_dir)
+    )
+    files = sorted(os.listdir(cache_dir))
+    assert [f.rsplit(".", 1)[1] for f in files] == ["json", "npy"]
+    meta = json.loads(open(os.path.join(cache_dir, files[0])).read())
+    assert meta["count"] == 5 and meta["locked_part"] == "tower"
+    assert len(meta["key"]) == 64 and meta["key"] in files[1]
+    clear_feature_cache()  # as in a new process
+    second = as_arrays(
+        cache_locked_features(model, pairs_dataset(images, texts), cache_dir=cache_dir)
+    )
+    assert counter.rows == 5
+    np.testing.assert_array_equal(first["image_features"], second["image_features"])
+    # A damaged file is ignored and recomputed.
+    clear_feature_cache()
+    np.save(os.path.join(cache_dir, files[1]), np.zeros((2, 64), "float32"))
+    with pytest.warns(UserWarning, match="recomputing"):
+        cache_locked_features(model, pairs_dataset(images, texts), cache_dir=cache_dir)
+    assert counter.rows == 10
+
+
+def test_locked_backbone_caches_pooled_features():
+    images, texts = raw_pairs(6)
+    model = resnet_lit(head="linear", lock_image="backbone")
+    cached = cache_locked_features(model, {"images": images, "texts": texts})
+    features = np.stack(as_arrays(cached)["image_features"])
+    assert features.shape == (6, model.image_tower.feature_dim)
+    # The trainable head is applied to the cached pooled features.
+    np.testing.assert_allclose(
+        embed(model, {"image_features": features}, "image_embeddings"),
+        embed(model, {"images": images}, "image_embeddings"),
+        atol=1e-5,
+    )
+
+
+def test_locked_text_tower_and_varied_image_sizes():
+    rng = np.random.default_rng(0)
+    sizes = [(30, 40), (41, 33), (32, 32)]
+    images = [rng.integers(0, 256, (h, w, 3), dtype="uint8") for h, w in sizes]
+    texts = ["one", "two", "three"]
+    dataset = tf.data.Dataset.from_generator(
+        lambda: (
+            {"images": im, "texts": t} for im, t in zip(images, texts, strict=True)
+        ),
+        output_signature={
+            "images": tf.TensorSpec((None, None, 3), tf.uint8),
+            "texts": tf.TensorSpec((), tf.string),
+        },
+    )
+    model = resnet_lit(variant="uL")  # text tower locked, image tower trained
+    cached = cache_locked_features(model, dataset, batch_size=2)
+    assert set(cached.element_spec) == {"images", "text_features"}
+    got = as_arrays(cached)
+    # Raw images of different sizes come back unchanged.
+    assert [im.shape for im in got["images"]] == [im.shape for im in images]
+    for a, b in zip(got["images"], images, strict=True):
+        np.testing.assert_array_equal(a, b)
+    features = np.stack(got["text_features"])
+    np.testing.assert_allclose(
+        embed(model, {"text_features": features}, "text_embeddings"),
+        embed(model, {"texts": texts}, "text_embeddings"),
+        atol=1e-5,
+    )
+
+
+def test_refusals_are_clear():
+    images, texts = raw_pairs(4)
+    with pytest.raises(ValueError, match="None of CLIP's towers is locked"):
+        cache_locked_features(
+            keras_towers.CLIP.tiny(), {"images": images, "texts": texts}
+        )
+    model = resnet_lit()
+    with pytest.raises(ValueError, match="text tower .* is not locked"):
+        cache_locked_features(model, {"images": images, "texts": texts}, towers="text")
+    with pytest.raises(ValueError, match="Unknown tower 'audio'"):
+        cache_locked_features(model, {"images": images, "texts": texts}, towers="audio")
+    with pytest.raises(ValueError, match="unbatched.*unbatch"):
+        cache_locked_features(model, pairs_dataset(images, texts).batch(2))
+    with pytest.raises(ValueError, match="needs 'images'"):
+        cache_locked_features(model, {"texts": texts})
+    reshuffled = pairs_dataset(images, texts).shuffle(4, seed=1)
+    with pytest.raises(ValueError, match="second iteration"):
+        cache_locked_features(model, reshuffled)
+    with pytest.raises(ValueError, match="(?i)precomputed features.*not locked"):
+        # An unlocked tower cannot take features.
+        keras_towers.CLIP.tiny()({"image_features": np.zeros((2, 32), "float32")})
+    with pytest.raises(ValueError, match="width 64"):
+        model({"image_features": np.zeros((2, 8), "float32")})
