@@ -34,7 +34,8 @@ def loss_and_grads(model, batch):
             )
             return loss
 
-        loss, grads = jax.value_and_grad(fn)([v.value for v in variables])
+        # Jitted: eager jax dispatches op by op (2-3x slower on these models).
+        loss, grads = jax.jit(jax.value_and_grad(fn))([v.value for v in variables])
     elif backend == "tensorflow":
         import tensorflow as tf
 
