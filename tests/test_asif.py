@@ -1,6 +1,8 @@
 """ASIF: relative-representation maths against NumPy, anchors, presets, towers."""
 
 import json
+import os
+import runpy
 
 import numpy as np
 import pytest
@@ -440,6 +442,14 @@ def test_zero_shot_best_single_and_average(tiny_asif):
         model.zero_shot_head(classes, mode="vote")
     with pytest.raises(ValueError, match="placeholder"):
         model.zero_shot_head(classes, ["a photo"])
+    # Template sets by name, as in `keras_towers.evaluation`.
+    from keras_towers.evaluation.templates import get_templates
+
+    named = model.zero_shot_head(classes, "best7", mode="average")
+    listed = model.zero_shot_head(classes, get_templates("best7"), mode="average")
+    np.testing.assert_array_equal(named.predict(image_reps), listed.predict(image_reps))
+    with pytest.raises(ValueError, match="Unknown template set"):
+        model.zero_shot_head(classes, "a photo")
 
 
 def test_common_zero_shot_evaluation_works_unchanged(tiny_asif):
@@ -570,3 +580,67 @@ def test_tower_source_registry():
         load_tower_source("no_such_tower")
     with pytest.raises(ValueError, match="no tower named"):
         load_tower_source("shapes_clip_tiny#preprocessor_x")
+
+
+# === Real encoders and the shipped preset ===
+
+SHIPPED = "asif_lite0_minilm_embedded"
+GUIDE = os.path.join(os.path.dirname(os.path.dirname(__file__)), "guides", "asif.py")
+
+
+def test_installed_encoders_are_registered_on_first_use():
+    # An unknown name imports the built-in sources before failing, so the
+    # error lists them (and a preset naming them loads without any import).
+    with pytest.raises(ValueError, match="all_minilm_l6_v2") as error:
+        load_tower_source("no_such_encoder")
+    assert "efficientnet_lite0_imagenet" in str(error.value)
+    from keras_towers.converters import asif_sources
+
+    assert asif_sources.efficientnet_lite_source("lite2") == (
+        "efficientnet_lite2_imagenet"
+    )
+    with pytest.raises(ValueError, match="lite9"):
+        asif_sources.efficientnet_lite_source("lite9")
+
+
+def test_shipped_preset_loads_by_name_and_matches_its_recorded_check():
+    metadata = keras_towers.ASIF.presets[SHIPPED]
+    model = keras_towers.presets.load_any(SHIPPED)  # what `keras-towers eval` does
+    assert isinstance(model, ASIF)
+    assert model.num_anchors == metadata["num_anchors"]
+    assert (model.k, model.p) == (metadata["k"], metadata["p"])
+    assert model.anchor_image_features.dtype == np.float16
+    assert model.anchor_image_features.shape[1] == 1280  # EfficientNet-Lite0
+    assert model.anchor_text_features.shape[1] == 384  # MiniLM-L6
+    # The anchors are train + validation pairs, never the Tux Paint test split.
+    test_ids = {r["id"] for r in keras_towers.datasets.embedded_records("test")}
+    assert test_ids.isdisjoint(model.anchor_image_refs)
+    expected = {
+        r["id"]
+        for split in ("train", "validation")
+        for r in keras_towers.datasets.embedded_records(split)
+    }
+    assert set(model.anchor_image_refs) == expected
+
+    check = metadata["check"]
+    result = keras_towers.tasks.run(
+        model,
+        check["task"],
+        templates=check["templates"],
+        limit=check["limit"],
+        verbose=0,
+    )
+    # Same anchors and encoders on every backend: only float rounding in the
+    # encoders may flip a prediction or two.
+    assert result["metrics"]["accuracy"] == pytest.approx(check["accuracy"], abs=0.03)
+    assert result["metrics"]["accuracy"] > 0.2  # well above chance (10%)
+
+
+def test_asif_guide_runs(monkeypatch, capsys):
+    monkeypatch.setenv("GUIDE_ANCHORS", "48")
+    monkeypatch.setenv("GUIDE_QUERIES", "24")
+    runpy.run_path(GUIDE, run_name="__main__")
+    out = capsys.readouterr().out
+    assert "encoded 48 anchors" in out
+    assert "zero-shot accuracy on 24 images" in out
+    assert "reloaded representations identical: True" in out

@@ -15,6 +15,10 @@ def test_registry_lists_shipped_presets_by_class():
     assert "shapes_clip_tiny" in shipped
     assert shipped["shapes_clip_tiny"]["class_name"] == "CLIP"
     assert "shapes_clip_tiny" not in keras_towers.SigLIP.presets
+    assert keras_towers.ASIF.presets["asif_lite0_minilm_embedded"]["class_name"] == (
+        "ASIF"
+    )
+    assert "asif_lite0_minilm_embedded" not in keras_towers.CLIP.presets
 
 
 def test_every_shipped_preset_has_a_card_and_checksum():
@@ -25,8 +29,23 @@ def test_every_shipped_preset_has_a_card_and_checksum():
             continue
         metadata = json.loads((path / "metadata.json").read_text())
         assert (path / "README.md").is_file(), f"{name} has no card"
-        assert metadata["weights_sha256"] == presets.sha256_file(
-            path / "model.weights.h5"
+        if "files_sha256" in metadata:
+            # ASIF-style presets: a checksum per data file (anchors, towers
+            # stored inside), and the model's encoders referenced by name.
+            checked = metadata["files_sha256"]
+            assert checked, f"{name} lists no checksummed file"
+        else:
+            checked = {"model.weights.h5": metadata["weights_sha256"]}
+        for filename, digest in checked.items():
+            assert digest == presets.sha256_file(path / filename), (
+                f"{name}/{filename} does not match its sha256"
+            )
+        # Every weight-bearing file is covered by a checksum.
+        data_files = {
+            f.name for f in path.iterdir() if f.suffix in (".h5", ".safetensors")
+        }
+        assert data_files <= set(checked), (
+            f"{name}: unchecked {data_files - set(checked)}"
         )
         size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
         assert size < 15 * 2**20, f"{name} is {size / 2**20:.1f} MB"

@@ -81,6 +81,10 @@ def load_tower_source(source: str, _cache: dict | None = None) -> keras.layers.L
     Returns:
         The tower (a `keras.layers.Layer`).
     """
+    if source not in _TOWER_SOURCES and isinstance(source, str) and "#" not in source:
+        # The installed pretrained encoders register themselves when their
+        # module is imported (it imports this one, so not at module level).
+        from keras_towers.converters import asif_sources  # noqa: F401
     if source in _TOWER_SOURCES:
         return _TOWER_SOURCES[source]()
     if isinstance(source, str) and "#" in source:
@@ -791,8 +795,10 @@ class ASIF(ContrastiveModel):
 
         Args:
             class_names: list of class names.
-            templates: strings with one `{}` (e.g. `"a photo of a {}."`) or
-                functions of the class name.
+            templates: a template-set name of
+                `keras_towers.evaluation.get_templates` (`"openai"`,
+                `"best7"`, `"simple"`, `"none"`), or strings with one `{}`
+                (e.g. `"a photo of a {}."`) or functions of the class name.
             mode: `"best_single"` or `"average"`.
             batch_size: int. Texts per encoder call.
             prompt_features: optional array `(C * T, Dt)` of precomputed
@@ -811,6 +817,10 @@ class ASIF(ContrastiveModel):
         ]
         if not class_names:
             raise ValueError("`class_names` is empty.")
+        if isinstance(templates, str) and "{}" not in templates:
+            from keras_towers.evaluation.templates import get_templates
+
+            templates = get_templates(templates)
         if isinstance(templates, str) or callable(templates):
             templates = [templates]
         templates = list(templates)
@@ -1244,9 +1254,15 @@ def _decode_strings(blob: np.ndarray, offsets: np.ndarray) -> list[str]:
     ]
 
 
-def _save_anchors(store: _AnchorStore, filename: Path):
-    from safetensors.numpy import save_file
+def _write_safetensors(tensors: dict, filename: Path, metadata: dict):
+    # `safetensors.numpy.save_file` creates files readable by the owner only
+    # (mode 0600); a preset is meant to be shared, so write with the umask.
+    from safetensors.numpy import save
 
+    filename.write_bytes(save(tensors, metadata=metadata))
+
+
+def _save_anchors(store: _AnchorStore, filename: Path):
     captions, caption_offsets = _encode_strings(store.captions)
     refs, ref_offsets = _encode_strings(store.image_refs)
     tensors = {
@@ -1259,7 +1275,7 @@ def _save_anchors(store: _AnchorStore, filename: Path):
     if store.size:
         tensors["image_features"] = np.ascontiguousarray(store.image)
         tensors["text_features"] = np.ascontiguousarray(store.text)
-    save_file(tensors, str(filename), metadata={"next_id": str(store.next_id)})
+    _write_safetensors(tensors, filename, {"next_id": str(store.next_id)})
 
 
 def _load_anchors(model: ASIF, filename: Path):
@@ -1283,15 +1299,13 @@ def _load_anchors(model: ASIF, filename: Path):
 
 
 def _save_tower_weights(tower, filename: Path):
-    from safetensors.numpy import save_file
-
     weights = tower.weights
     tensors = {
         f"{i:06d}": np.ascontiguousarray(keras.ops.convert_to_numpy(v.value))
         for i, v in enumerate(weights)
     }
     paths = json.dumps([v.path for v in weights])
-    save_file(tensors, str(filename), metadata={"paths": paths})
+    _write_safetensors(tensors, filename, {"paths": paths})
 
 
 def _load_tower_weights(tower, filename: Path):
