@@ -433,7 +433,6 @@ def cmd_train(args) -> int:
 
     from keras_towers import recipes
     from keras_towers import tasks
-    from keras_towers import training
     from keras_towers.training import write_json
 
     for task in args.eval:
@@ -475,7 +474,9 @@ def cmd_train(args) -> int:
             warmup_steps=warmup,
         )
     model.compile(learning_rate=learning_rate, weight_decay=args.weight_decay)
-    history = training.train(
+    # A recipe may train differently (LiT / 3T on cached frozen features).
+    train_fn = recipes.trainer(args.method, data=args.data)
+    history = train_fn(
         model,
         train_pairs,
         epochs=args.epochs,

@@ -17,6 +17,8 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 
+import numpy as np
+
 from keras_towers.training import PairArrays
 
 
@@ -140,3 +142,308 @@ def build_clip_tiny(image_size: int = 32):
     from keras_towers.models import CLIP
 
     return CLIP.tiny(image_size=image_size)
+
+
+# === LiT and Three Towers on a real frozen tower ===
+#
+# Both reference the packaged ImageNet EfficientNet-Lite0 by its registered
+# backbone name, so presets never copy its frozen weights, and both train on
+# features the frozen tower computed once (not once per epoch): a 224 px
+# forward pass of EfficientNet-Lite0 costs more than a whole step of the
+# small towers that train.
+
+#: The registered backbone name (see `keras_towers.models.lit`).
+FROZEN_BACKBONE = "efficientnet_lite0_imagenet"
+#: EfficientNet-Lite0's input resolution.
+FROZEN_IMAGE_SIZE = 224
+
+_TRAINERS: dict[str, Callable] = {}
+
+
+def register_trainer(name: str):
+    """Decorator: `fn(data) -> train` replacing `training.train` for a recipe.
+
+    The returned `train` takes `keras_towers.training.train`'s arguments.
+    """
+
+    def wrap(factory):
+        _TRAINERS[name] = factory
+        return factory
+
+    return wrap
+
+
+def trainer(name: str, data: str = "embedded") -> Callable:
+    """The training function of recipe `name` on `data` (default:
+    `keras_towers.training.train`)."""
+    from keras_towers import training
+
+    get(name)
+    factory = _TRAINERS.get(name)
+    return training.train if factory is None else factory(data)
+
+
+def _check_frozen_size(method: str, image_size: int) -> None:
+    if image_size != FROZEN_IMAGE_SIZE:
+        raise ValueError(
+            f"The {method!r} recipe's frozen EfficientNet-Lite0 takes "
+            f"{FROZEN_IMAGE_SIZE} px images. Received: image_size={image_size}"
+        )
+
+
+def _byte_text_tower(preprocessor, projection_dim: int):
+    """The `clip` recipe's text transformer, projecting to `projection_dim`."""
+    from keras_towers.towers import TextTower
+
+    return TextTower.transformer(
+        vocabulary_size=preprocessor.tokenizer.vocabulary_size(),
+        sequence_length=preprocessor.sequence_length,
+        width=128,
+        num_layers=4,
+        num_heads=4,
+        projection_dim=projection_dim,
+    )
+
+
+@register_recipe(
+    "lit",
+    image_size=FROZEN_IMAGE_SIZE,
+    description="LiT 'Lu': locked ImageNet EfficientNet-Lite0 (224 px, mean-pooled "
+    "1280-d, no head; referenced, not stored) + the `clip` recipe's byte-level text "
+    "transformer from scratch projecting to 1280",
+)
+def build_lit(image_size: int = FROZEN_IMAGE_SIZE):
+    from keras_towers.converters.efficientnet_lite import (
+        efficientnet_lite_image_converter,
+    )
+    from keras_towers.models import LiT
+    from keras_towers.preprocessing import ByteTokenizer
+    from keras_towers.preprocessing import ContrastivePreprocessor
+
+    _check_frozen_size("lit", image_size)
+    preprocessor = ContrastivePreprocessor(
+        image_converter=efficientnet_lite_image_converter("lite0"),
+        tokenizer=ByteTokenizer(),
+        sequence_length=64,
+    )
+    return LiT(
+        text_tower=_byte_text_tower(preprocessor, projection_dim=1280),
+        preprocessor=preprocessor,
+        image_tower_preset=FROZEN_BACKBONE,
+        variant="Lu",
+    )
+
+
+@register_recipe(
+    "lit-minilm",
+    image_size=FROZEN_IMAGE_SIZE,
+    description="LiT with both towers pretrained: locked ImageNet EfficientNet-Lite0 "
+    "(224 px, 1280-d, no head; referenced, not stored) + all-MiniLM-L6-v2 with its "
+    "backbone locked and a trained linear head to 1280 ('LL' + text head); trains "
+    "in seconds on cached features, but its preset stores MiniLM (~90 MB)",
+)
+def build_lit_minilm(image_size: int = FROZEN_IMAGE_SIZE):
+    from keras_towers.converters.efficientnet_lite import (
+        efficientnet_lite_image_converter,
+    )
+    from keras_towers.converters.minilm import load_minilm
+    from keras_towers.converters.minilm import minilm_preprocessor
+    from keras_towers.models import LiT
+
+    _check_frozen_size("lit-minilm", image_size)
+    text_tower, tokenizer = load_minilm(
+        projection_dim=1280, head="linear", name="lit_minilm_text_tower"
+    )
+    preprocessor = minilm_preprocessor(
+        image_converter=efficientnet_lite_image_converter("lite0"),
+        tokenizer=tokenizer,
+        sequence_length=32,
+    )
+    return LiT(
+        text_tower=text_tower,
+        preprocessor=preprocessor,
+        image_tower_preset=FROZEN_BACKBONE,
+        variant="LL",
+        lock_text="backbone",
+    )
+
+
+@register_recipe(
+    "three-towers",
+    image_size=64,
+    description="Three Towers: the `clip` recipe's ViT f and text g from scratch, "
+    "aligned to a frozen ImageNet EfficientNet-Lite0 h (224 px, referenced, not "
+    "stored); ThreeTowers defaults (w = 1/3 each, linear heads)",
+)
+def build_three_towers(image_size: int = 64):
+    from keras_towers.converters.efficientnet_lite import (
+        efficientnet_lite_image_converter,
+    )
+    from keras_towers.models import ThreeTowers
+
+    model = _small_clip(ThreeTowers, image_size, third_tower_preset=FROZEN_BACKBONE)
+    model.preprocessor.third_image_converter = efficientnet_lite_image_converter(
+        "lite0"
+    )
+    return model
+
+
+def _feature_cache_dir() -> str:
+    from keras_towers.datasets.paths import data_dir
+
+    return str(data_dir() / "features")
+
+
+def locked_feature_arrays(
+    model, pairs: PairArrays, frozen_pairs: PairArrays | None = None
+) -> dict:
+    """Arrays to train `model` on: its locked towers' features plus the raw
+    inputs its trained towers still read.
+
+    Args:
+        model: a model with locked towers (`LiT`, `ThreeTowers`).
+        pairs: the training pairs at the trained image tower's size.
+        frozen_pairs: the same pairs, in the same order, at the frozen
+            tower's size (default: `pairs`).
+
+    Returns:
+        A dict of equally long arrays (`"texts"`, `"images"` unless the
+        image tower is cached, and `"<tower>_features"`).
+    """
+    from keras_towers.feature_cache import cache_locked_features
+    from keras_towers.preprocessing import IMAGE_KEY
+    from keras_towers.preprocessing import TEXT_KEY
+
+    frozen_pairs = pairs if frozen_pairs is None else frozen_pairs
+    if len(frozen_pairs) != len(pairs) or list(frozen_pairs.texts) != list(pairs.texts):
+        raise ValueError(
+            "`frozen_pairs` must hold the same pairs as `pairs`, in the same order."
+        )
+    cached = cache_locked_features(
+        model,
+        {IMAGE_KEY: frozen_pairs.images, TEXT_KEY: frozen_pairs.texts.astype(str)},
+        batch_size=64,
+        cache_dir=_feature_cache_dir(),
+    )
+    feature_keys = [k for k in cached.element_spec if k.endswith("_features")]
+    columns = {k: [] for k in feature_keys}
+    for batch in cached.batch(1024).as_numpy_iterator():
+        for k in feature_keys:
+            columns[k].append(batch[k])
+    arrays = {k: np.concatenate(v).astype("float32") for k, v in columns.items()}
+    arrays[TEXT_KEY] = pairs.texts.astype(str)
+    if "image_features" not in arrays:
+        arrays[IMAGE_KEY] = pairs.images
+    return arrays
+
+
+def _epoch_shuffled_arrays(arrays: dict, batch_size: int, seed: int):
+    """`training.epoch_shuffled_dataset` for a dict of arrays: the same
+    `(seed, epoch)` order, so every method sees the same batches."""
+    import tensorflow as tf
+
+    from keras_towers.training import _EpochCounter
+
+    n = len(next(iter(arrays.values())))
+    if n < batch_size:
+        raise ValueError(
+            f"Only {n} training pairs for `batch_size={batch_size}`: every batch "
+            "would be dropped. Lower the batch size."
+        )
+    epoch = tf.Variable(0, dtype=tf.int64, trainable=False)
+    constants = {k: tf.constant(v) for k, v in arrays.items()}
+    seed = int(seed)
+
+    def one_epoch(_):
+        order = tf.random.experimental.stateless_shuffle(
+            tf.range(n, dtype=tf.int64),
+            seed=tf.stack([tf.constant(seed, tf.int64), epoch.read_value()]),
+        )
+        return tf.data.Dataset.from_tensor_slices(order)
+
+    ds = tf.data.Dataset.from_tensors(0).flat_map(one_epoch)
+    ds = ds.batch(batch_size, drop_remainder=True)
+    ds = ds.apply(tf.data.experimental.assert_cardinality(n // batch_size))
+
+    def gather(idx):
+        return {k: tf.gather(c, idx) for k, c in constants.items()}
+
+    ds = ds.map(gather)
+    return ds, _EpochCounter(epoch)
+
+
+def _frozen_image_size(model) -> int | None:
+    """Input size of the model's locked image tower (`None`: any size)."""
+    from keras_towers.preprocessing import IMAGE_KEY
+
+    for source in model.feature_sources():
+        tower = source.tower
+        if source.raw_key == IMAGE_KEY and tower is not None and not tower.trainable:
+            return tower.image_shape[0]
+    return None
+
+
+def _frozen_size_pairs(data: str, pairs: PairArrays | None, split: int, size):
+    """`pairs` at the locked tower's input size: reloaded from `data` when they
+    are smaller (upsampling 64 px pairs would blur what the frozen tower sees)."""
+    if pairs is None or size is None or pairs.images.shape[1] >= size:
+        return pairs
+    return load_training_data(data, size)[split]
+
+
+def _cached_feature_trainer(data: str) -> Callable:
+    import time
+
+    import keras
+    import tensorflow as tf
+
+    def train(
+        model,
+        train_pairs: PairArrays,
+        epochs: int,
+        batch_size: int = 128,
+        validation_pairs: PairArrays | None = None,
+        seed: int = 0,
+        backup_dir: str | None = None,
+        callbacks=(),
+        verbose="auto",
+    ) -> dict:
+        if epochs < 1:
+            raise ValueError(f"`epochs` must be >= 1. Received: {epochs}")
+        start = time.perf_counter()
+        size = _frozen_image_size(model)
+        train_arrays = locked_feature_arrays(
+            model, train_pairs, _frozen_size_pairs(data, train_pairs, 0, size)
+        )
+        validation = None
+        if validation_pairs is not None and len(validation_pairs):
+            val_arrays = locked_feature_arrays(
+                model,
+                validation_pairs,
+                _frozen_size_pairs(data, validation_pairs, 1, size),
+            )
+            validation = tf.data.Dataset.from_tensor_slices(val_arrays).batch(
+                batch_size
+            )
+        print(f"frozen-tower features ready in {time.perf_counter() - start:.1f} s")
+        ds, epoch_callback = _epoch_shuffled_arrays(train_arrays, batch_size, seed)
+        all_callbacks = [epoch_callback, *callbacks]
+        if backup_dir is not None:
+            all_callbacks.append(keras.callbacks.BackupAndRestore(backup_dir))
+        history = model.fit(
+            ds,
+            epochs=epochs,
+            validation_data=validation,
+            callbacks=all_callbacks,
+            verbose=verbose,
+        )
+        result = dict(history.history)
+        result["seconds"] = time.perf_counter() - start
+        return result
+
+    return train
+
+
+register_trainer("lit")(_cached_feature_trainer)
+register_trainer("lit-minilm")(_cached_feature_trainer)
+register_trainer("three-towers")(_cached_feature_trainer)

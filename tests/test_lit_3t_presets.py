@@ -1,0 +1,183 @@
+"""The shipped LiT and 3T presets, the frozen-tower references and their recipes."""
+
+import h5py
+import keras
+import numpy as np
+import pytest
+
+import keras_towers
+from keras_towers import presets
+from keras_towers import recipes
+from keras_towers import training
+from keras_towers.converters.efficientnet_lite import efficientnet_lite_image_converter
+from keras_towers.converters.efficientnet_lite import load_efficientnet_lite
+from keras_towers.models.three_towers import load_backbone
+
+LIT = "lit_lite0_embedded"
+THREE_TOWERS = "three_towers_lite0_embedded"
+
+
+def _stored_arrays(path) -> dict:
+    arrays = {}
+    with h5py.File(path, "r") as f:
+        f.visititems(
+            lambda name, obj: (
+                arrays.__setitem__(name, obj.shape)
+                if isinstance(obj, h5py.Dataset)
+                else None
+            )
+        )
+    return arrays
+
+
+def _images(n=3, size=48):
+    rng = np.random.default_rng(0)
+    return rng.integers(0, 256, size=(n, size, size, 3), dtype=np.uint8)
+
+
+def test_shipped_presets_are_listed_by_class():
+    assert LIT in keras_towers.LiT.presets
+    assert THREE_TOWERS in keras_towers.ThreeTowers.presets
+    assert presets.all_presets()[LIT]["image_tower_preset"] == (
+        "efficientnet_lite0_imagenet"
+    )
+    assert presets.all_presets()[THREE_TOWERS]["third_tower_preset"] == (
+        "efficientnet_lite0_imagenet"
+    )
+
+
+def test_lit_preset_loads_by_name_and_references_the_frozen_tower():
+    model = keras_towers.LiT.from_preset(LIT)
+    assert model.image_tower_preset == "efficientnet_lite0_imagenet"
+    assert not model.image_tower.trainable
+    images = _images()
+    image_embeddings = model.encode_images(images)
+    text_embeddings = model.encode_texts(["a red apple", "a cat"])
+    assert image_embeddings.shape == (3, 1280)
+    assert text_embeddings.shape == (2, 1280)
+    np.testing.assert_allclose(np.linalg.norm(image_embeddings, axis=1), 1, atol=1e-4)
+    # The image embedding is the packaged EfficientNet-Lite0's mean-pooled
+    # feature: the preset did not replace the frozen weights with anything.
+    backbone = load_efficientnet_lite("lite0")
+    converter = efficientnet_lite_image_converter("lite0")
+    features = keras.ops.convert_to_numpy(
+        keras.ops.mean(backbone(converter(images.astype("float32"))), axis=(1, 2))
+    )
+    features /= np.linalg.norm(features, axis=1, keepdims=True)
+    np.testing.assert_allclose(image_embeddings, features, atol=2e-3)
+
+
+def test_lit_preset_weights_do_not_contain_the_frozen_tower():
+    path = presets.resolve(keras_towers.LiT, LIT)
+    stored = _stored_arrays(path / "model.weights.h5")
+    model = keras_towers.LiT.from_preset(LIT)
+    stored_count = sum(int(np.prod(shape)) for shape in stored.values())
+    tower_count = model.image_tower.count_params()
+    assert tower_count > 3_000_000  # EfficientNet-Lite0 without its classifier
+    assert stored_count == model.count_params() - tower_count
+    assert not any("efficientnet" in name for name in stored)
+    # No stored array has the shape of the stem convolution or the final
+    # 1x1 projection to 1280 channels.
+    frozen_shapes = {tuple(w.shape) for w in model.image_tower.weights}
+    text_shapes = {tuple(w.shape) for w in model.text_tower.weights}
+    assert not (set(stored.values()) & (frozen_shapes - text_shapes))
+
+
+def test_three_towers_preset_loads_by_name_without_its_third_tower():
+    model = keras_towers.ThreeTowers.from_preset(THREE_TOWERS)
+    assert model.get_third_tower() is None
+    assert model.third_tower_preset == "efficientnet_lite0_imagenet"
+    image_embeddings = model.encode_images(_images())
+    text_embeddings = model.encode_texts(["a red apple", "a cat"])
+    assert image_embeddings.shape == (3, 128)
+    assert text_embeddings.shape == (2, 128)
+    np.testing.assert_allclose(np.linalg.norm(text_embeddings, axis=1), 1, atol=1e-4)
+    path = presets.resolve(keras_towers.ThreeTowers, THREE_TOWERS)
+    stored = _stored_arrays(path / "model.weights.h5")
+    stored_count = sum(int(np.prod(shape)) for shape in stored.values())
+    assert stored_count == model.count_params()
+
+
+def test_three_towers_preset_reloads_its_third_tower_by_reference():
+    model = keras_towers.ThreeTowers.from_preset(THREE_TOWERS, load_third_tower=True)
+    assert model.get_third_tower().output_dim == 1280
+    assert not model.get_third_tower().trainable
+
+
+def test_registered_frozen_backbone_loads_offline():
+    backbone = load_backbone("efficientnet_lite0_imagenet")
+    assert backbone.count_params() > 3_000_000
+
+
+def test_lit_image_tower_preset_rejects_an_unlocked_tower():
+    with pytest.raises(ValueError, match="fully locked"):
+        keras_towers.LiT(
+            image_tower_preset="efficientnet_lite0_imagenet", lock_image=False
+        )
+    with pytest.raises(ValueError, match="`image_tower` or `image_tower_preset`"):
+        keras_towers.LiT()
+
+
+def test_frozen_recipes_check_the_image_size():
+    with pytest.raises(ValueError, match="224 px"):
+        recipes.get("lit").build(image_size=64)
+    assert recipes.trainer("clip") is training.train
+    with pytest.raises(ValueError, match="Unknown method"):
+        recipes.trainer("nope")
+
+
+def test_cached_feature_order_matches_the_training_order():
+    n, batch = 40, 8
+    texts = [f"caption {i}" for i in range(n)]
+    pairs = training.PairArrays(np.zeros((n, 4, 4, 3), np.uint8), texts)
+    features = np.arange(n, dtype="float32")[:, None]
+    reference, reference_epoch = training.epoch_shuffled_dataset(pairs, batch, seed=3)
+    ours, our_epoch = recipes._epoch_shuffled_arrays(
+        {"texts": pairs.texts.astype(str), "image_features": features}, batch, seed=3
+    )
+    for epoch in (0, 1):
+        reference_epoch.on_epoch_begin(epoch)
+        our_epoch.on_epoch_begin(epoch)
+        expected = [t for b in reference.as_numpy_iterator() for t in b["texts"]]
+        got = list(ours.as_numpy_iterator())
+        assert [t for b in got for t in b["texts"]] == expected
+        # Features travel with their captions.
+        for b in got:
+            index = [int(t.decode().split()[1]) for t in b["texts"]]
+            np.testing.assert_array_equal(b["image_features"][:, 0], index)
+
+
+def test_cached_feature_trainer_trains_lit_without_touching_the_locked_tower(
+    tmp_path, monkeypatch
+):
+    monkeypatch.setenv("KERAS_TOWERS_DATA_DIR", str(tmp_path))
+    images, captions, _ = keras_towers.datasets.make_shapes(64, seed=0)
+    pairs = training.PairArrays(images, captions)
+    model = keras_towers.LiT.tiny()
+    locked = [keras.ops.convert_to_numpy(w) for w in model.image_tower.weights]
+    text_before = [keras.ops.convert_to_numpy(w) for w in model.text_tower.weights]
+    model.compile(learning_rate=1e-3)
+    train = recipes.trainer("lit")
+    history = train(model, pairs, epochs=2, batch_size=16, validation_pairs=pairs)
+    assert len(history["loss"]) == 2 and "val_loss" in history
+    for before, after in zip(locked, model.image_tower.weights, strict=True):
+        np.testing.assert_array_equal(before, keras.ops.convert_to_numpy(after))
+    assert any(
+        not np.array_equal(b, keras.ops.convert_to_numpy(a))
+        for b, a in zip(text_before, model.text_tower.weights, strict=True)
+    )
+    assert list((tmp_path / "features").glob("image_features-*.npy"))
+
+
+def test_lit_minilm_recipe_trains_only_the_text_head_and_temperature():
+    model = recipes.get("lit-minilm").build()
+    assert model.lock_text == "backbone"
+    assert not model.image_tower.trainable
+    assert not model.text_tower.backbone.trainable
+    trainable = {v.path for v in model.trainable_variables}
+    head = {v.path for v in model.text_tower.projection.trainable_variables}
+    assert head and head < trainable
+    assert trainable - head == {model.logit_scale.path}
+    # Both locked towers are cacheable, so training never runs them per epoch.
+    assert {s.name for s in model.feature_sources()} == {"image", "text"}
+    assert model.encode_texts(["a cat"]).shape == (1, 1280)
