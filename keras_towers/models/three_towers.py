@@ -54,7 +54,7 @@ def register_backbone_preset(name: str, loader: Callable[[], keras.Model]) -> No
 
 
 def load_backbone(preset: str) -> keras.Model:
-    """An image backbone from a registered name or a keras-hub preset directory.
+    """A backbone from a registered name or a keras-hub preset directory.
 
     Only local sources are used: nothing is downloaded.
     """
