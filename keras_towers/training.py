@@ -108,10 +108,7 @@ def epoch_shuffled_dataset(
     """
     if batch_size < 1:
         raise ValueError(f"`batch_size` must be >= 1. Received: {batch_size}")
-    if isinstance(pairs, PairArrays):
-        arrays = {IMAGE_KEY: pairs.images, TEXT_KEY: pairs.texts.astype(str)}
-    else:
-        arrays = dict(pairs)
+    arrays = _as_arrays(pairs)
     lengths = {len(v) for v in arrays.values()}
     if len(lengths) != 1:
         raise ValueError(
@@ -144,20 +141,29 @@ def epoch_shuffled_dataset(
     return ds, _EpochCounter(epoch)
 
 
-def ordered_dataset(pairs: PairArrays, batch_size: int) -> tf.data.Dataset:
-    """The pairs in order, batched (for validation)."""
-    ds = tf.data.Dataset.from_tensor_slices(
-        {IMAGE_KEY: pairs.images, TEXT_KEY: pairs.texts.astype(str)}
-    )
-    return ds.batch(batch_size)
+def _as_arrays(pairs: PairArrays | dict) -> dict:
+    if isinstance(pairs, PairArrays):
+        return {IMAGE_KEY: pairs.images, TEXT_KEY: pairs.texts.astype(str)}
+    return dict(pairs)
+
+
+def _num_examples(pairs: PairArrays | dict) -> int:
+    if isinstance(pairs, PairArrays):
+        return len(pairs)
+    return len(next(iter(pairs.values()))) if pairs else 0
+
+
+def ordered_dataset(pairs: PairArrays | dict, batch_size: int) -> tf.data.Dataset:
+    """The pairs (or a dict of arrays) in order, batched (for validation)."""
+    return tf.data.Dataset.from_tensor_slices(_as_arrays(pairs)).batch(batch_size)
 
 
 def train(
     model,
-    train_pairs: PairArrays,
+    train_pairs: PairArrays | dict,
     epochs: int,
     batch_size: int = 128,
-    validation_pairs: PairArrays | None = None,
+    validation_pairs: PairArrays | dict | None = None,
     seed: int = 0,
     backup_dir: str | None = None,
     callbacks=(),
@@ -168,7 +174,9 @@ def train(
     The model must be compiled. With `backup_dir`, Keras'
     `BackupAndRestore` saves a backup every epoch and a rerun with the same
     arguments continues where the interrupted run stopped, with the same
-    batches, so it ends with the same weights.
+    batches, so it ends with the same weights. `train_pairs` and
+    `validation_pairs` may also be dicts of equally long arrays (e.g. cached
+    frozen-tower features with their captions): the batch order is the same.
 
     Returns:
         The history dict (`History.history`) of the epochs run now, plus
@@ -181,7 +189,7 @@ def train(
     if backup_dir is not None:
         callbacks.append(keras.callbacks.BackupAndRestore(backup_dir))
     validation = None
-    if validation_pairs is not None and len(validation_pairs):
+    if validation_pairs is not None and _num_examples(validation_pairs):
         validation = ordered_dataset(validation_pairs, batch_size)
     start = time.perf_counter()
     history = model.fit(
