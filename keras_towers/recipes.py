@@ -55,22 +55,14 @@ def get(name: str) -> Recipe:
 
 def _small_clip(cls, image_size: int, **kwargs):
     from keras_towers.preprocessing import ContrastivePreprocessor
-    from keras_towers.towers import ImageTower
-    from keras_towers.towers import TextTower
+    from keras_towers.towers import from_scratch_towers
 
     preprocessor = ContrastivePreprocessor.default(
         image_size=image_size, sequence_length=64
     )
-    image_tower = ImageTower.vit(
-        image_size=image_size,
-        patch_size=8,
-        width=128,
-        num_layers=4,
-        num_heads=4,
-        projection_dim=128,
-    )
-    text_tower = TextTower.transformer(
-        vocabulary_size=preprocessor.tokenizer.vocabulary_size(),
+    image_tower, text_tower = from_scratch_towers(
+        image_size,
+        preprocessor.tokenizer.vocabulary_size(),
         sequence_length=64,
         width=128,
         num_layers=4,

@@ -430,3 +430,63 @@ class TextTower(_Tower):
             name=name,
             **kwargs,
         )
+
+
+def from_scratch_towers(
+    image_size: int,
+    vocabulary_size: int,
+    sequence_length: int,
+    width: int = 128,
+    num_layers: int = 4,
+    num_heads: int = 4,
+    projection_dim: int = 128,
+    patch_size: int = 8,
+    name_prefix: str = "",
+) -> tuple[ImageTower, TextTower]:
+    """A matched pair of from-scratch towers: `ImageTower.vit` and
+    `TextTower.transformer` of the same width, depth and output width.
+
+    Args:
+        image_size: int. Square input size of the ViT.
+        vocabulary_size: int. The tokenizer's vocabulary size.
+        sequence_length: int. Text context length.
+        width: int. Hidden width of both transformers.
+        num_layers: int. Depth of both transformers.
+        num_heads: int. Attention heads of both transformers.
+        projection_dim: int. Embedding width (both linear heads).
+        patch_size: int. ViT patch size.
+        name_prefix: str. Prefix of the tower names (`"<prefix>image_tower"`,
+            `"<prefix>text_tower"`); saved weights are keyed by these names.
+
+    Returns:
+        `(image_tower, text_tower)`.
+
+    Example:
+
+    ```python
+    preprocessor = keras_towers.ContrastivePreprocessor.default(image_size=64)
+    image_tower, text_tower = from_scratch_towers(
+        64, preprocessor.tokenizer.vocabulary_size(), preprocessor.sequence_length
+    )
+    model = keras_towers.CLIP(image_tower, text_tower, preprocessor)
+    ```
+    """
+    image_tower = ImageTower.vit(
+        image_size=image_size,
+        patch_size=patch_size,
+        width=width,
+        num_layers=num_layers,
+        num_heads=num_heads,
+        projection_dim=projection_dim,
+        name=f"{name_prefix}image_tower",
+    )
+    text_tower = TextTower.transformer(
+        vocabulary_size=vocabulary_size,
+        sequence_length=sequence_length,
+        width=width,
+        num_layers=num_layers,
+        num_heads=num_heads,
+        projection_dim=projection_dim,
+        name=f"{name_prefix}text_tower",
+    )
+    return image_tower, text_tower

@@ -127,6 +127,27 @@ def test_embeddings_are_normalised_and_batch_independent():
     np.testing.assert_allclose(out["text_embeddings"], t, atol=1e-5)
 
 
+def test_small_batches_pad_to_a_power_of_two_not_to_the_batch_size():
+    from keras_towers.models.base import _padded_size
+
+    assert [_padded_size(n, 256) for n in (1, 8, 9, 100, 200, 256)] == [
+        8,
+        8,
+        16,
+        128,
+        256,
+        256,
+    ]
+    assert _padded_size(5, 4) == 4 and _padded_size(3, None) == 3
+    # Padding never changes the result: one text alone == the same text in
+    # a full batch.
+    model = keras_towers.CLIP.tiny()
+    _, texts = raw_data(20)
+    together = model.encode_texts(texts, batch_size=16)
+    alone = model.encode_texts(texts[17:18], batch_size=16)
+    np.testing.assert_allclose(alone, together[17:18], atol=1e-5)
+
+
 def test_encode_accepts_varied_raw_inputs():
     model = keras_towers.CLIP.tiny()
     rng = np.random.default_rng(1)

@@ -28,8 +28,7 @@ from keras_towers.models.base import l2_normalize
 from keras_towers.preprocessing import IMAGE_KEY
 from keras_towers.preprocessing import TEXT_KEY
 from keras_towers.preprocessing import ContrastivePreprocessor
-from keras_towers.towers import ImageTower
-from keras_towers.towers import TextTower
+from keras_towers.towers import from_scratch_towers
 
 ANCHORS_FILE = "anchors.safetensors"
 IMAGE_TOWER_FILE = "image_tower.safetensors"
@@ -1129,23 +1128,15 @@ class ASIF(ContrastiveModel):
         preprocessor = ContrastivePreprocessor.default(
             image_size=image_size, sequence_length=16
         )
-        image_tower = ImageTower.vit(
-            image_size=image_size,
-            patch_size=8,
-            width=32,
-            num_layers=1,
-            num_heads=2,
-            projection_dim=embedding_dim,
-            name="asif_image_tower",
-        )
-        text_tower = TextTower.transformer(
-            vocabulary_size=preprocessor.tokenizer.vocabulary_size(),
+        image_tower, text_tower = from_scratch_towers(
+            image_size,
+            preprocessor.tokenizer.vocabulary_size(),
             sequence_length=16,
             width=32,
             num_layers=1,
             num_heads=2,
             projection_dim=embedding_dim,
-            name="asif_text_tower",
+            name_prefix="asif_",
         )
         return cls(image_tower, text_tower, preprocessor, **kwargs)
 

@@ -132,14 +132,16 @@ class ContrastiveModel(keras.Model):
     def _encode(self, batches, key, batch_size: int | None = None):
         """Run `predict_on_batch` over batches of preprocessed inputs.
 
-        Batches smaller than `batch_size` (or the first batch) are padded by
-        repeating their last row, so jax and tensorflow compile one function
-        per batch size instead of one per distinct remainder.
+        A batch smaller than `batch_size` is padded (repeating its last row)
+        to the next power of two, at least 8 and at most `batch_size`, so jax
+        and tensorflow compile a few functions per batch size instead of one
+        per distinct remainder, and encoding one text with `batch_size=256`
+        does not cost a forward pass over 256.
         """
         outputs = []
         for batch in batches:
             n = len(next(iter(batch.values())))
-            target = batch_size or n
+            target = _padded_size(n, batch_size)
             if 0 < n < target:
                 batch = {k: _pad_rows(np.asarray(v), target) for k, v in batch.items()}
             result = keras.ops.convert_to_numpy(self.predict_on_batch(batch)[key])
@@ -286,6 +288,17 @@ class ContrastiveModel(keras.Model):
     ) -> None:
         """Write config, weights, preprocessor assets and metadata to a dir."""
         preset_lib.save(self, preset_dir, description=description, **metadata)
+
+
+def _padded_size(n: int, batch_size: int | None) -> int:
+    """Rows to pad a batch of `n` to: a power of two >= 8, capped at
+    `batch_size` (`n` itself without a batch size)."""
+    if not batch_size:
+        return n
+    size = 8
+    while size < n:
+        size *= 2
+    return min(size, batch_size)
 
 
 def _pad_rows(array: np.ndarray, rows: int) -> np.ndarray:

@@ -18,6 +18,7 @@ from keras_towers.preprocessing import TEXT_KEY
 from keras_towers.preprocessing import ContrastivePreprocessor
 from keras_towers.towers import ImageTower
 from keras_towers.towers import TextTower
+from keras_towers.towers import from_scratch_towers
 
 #: Preprocessed inputs of a text tower.
 TOKEN_KEYS = ("token_ids", "padding_mask")
@@ -318,16 +319,9 @@ class CLIP(ContrastiveModel):
         preprocessor = ContrastivePreprocessor.default(
             image_size=image_size, sequence_length=16
         )
-        image_tower = ImageTower.vit(
-            image_size=image_size,
-            patch_size=8,
-            width=32,
-            num_layers=2,
-            num_heads=2,
-            projection_dim=embedding_dim,
-        )
-        text_tower = TextTower.transformer(
-            vocabulary_size=preprocessor.tokenizer.vocabulary_size(),
+        image_tower, text_tower = from_scratch_towers(
+            image_size,
+            preprocessor.tokenizer.vocabulary_size(),
             sequence_length=16,
             width=32,
             num_layers=2,

@@ -23,6 +23,7 @@ from keras_towers.preprocessing import THIRD_IMAGE_KEY
 from keras_towers.preprocessing import ContrastivePreprocessor
 from keras_towers.towers import ImageTower
 from keras_towers.towers import TextTower
+from keras_towers.towers import from_scratch_towers
 
 HEAD_CHOICES = ("linear", None)
 
@@ -594,16 +595,9 @@ class ThreeTowers(CLIP):
             crop_to_aspect_ratio=True,
             interpolation="bilinear",
         )
-        image_tower = ImageTower.vit(
-            image_size=image_size,
-            patch_size=8,
-            width=32,
-            num_layers=1,
-            num_heads=2,
-            projection_dim=embedding_dim,
-        )
-        text_tower = TextTower.transformer(
-            vocabulary_size=preprocessor.tokenizer.vocabulary_size(),
+        image_tower, text_tower = from_scratch_towers(
+            image_size,
+            preprocessor.tokenizer.vocabulary_size(),
             sequence_length=16,
             width=32,
             num_layers=1,
