@@ -20,4 +20,17 @@ for backend in jax torch tensorflow; do
   fi
 done
 echo "backends: $passed passed, $failed failed"
-[ "$failed" -eq 0 ]
+# Slow tests (EfficientNet-Lite1/2 parity, ~15-40 s per backend): a separate
+# step, so the default suite above stays fast to iterate on.
+slow_failed=0
+for backend in jax torch tensorflow; do
+  echo "=== slow tests, KERAS_BACKEND=$backend ==="
+  KERAS_BACKEND=$backend .venv/bin/python -m pytest -q -m slow "$@"
+  rc=$?
+  # 5: no slow test collected, which is not a failure.
+  if [ "$rc" -ne 0 ] && [ "$rc" -ne 5 ]; then
+    slow_failed=$((slow_failed + 1))
+    echo "slow tests on $backend FAILED"
+  fi
+done
+[ "$failed" -eq 0 ] && [ "$slow_failed" -eq 0 ]
