@@ -24,6 +24,7 @@ import os
 from pathlib import Path
 
 import keras
+import numpy as np
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.weights.h5"
@@ -158,14 +159,17 @@ def load(cls, preset: str, load_weights: bool = True, **kwargs):
     return model
 
 
-def _save_weights_without_optimizer(model, path) -> None:
+def _save_weights_without_optimizer(model, path, referenced=()) -> None:
     """Model weights only: a compiled model's optimizer state (2x the model
-    for Adam) is training state, not part of a preset."""
+    for Adam) is training state, not part of a preset, and `referenced`
+    layers' frozen weights live in their own presets."""
     from keras.src.saving import saving_lib
 
+    skip = list(referenced)
     optimizer = getattr(model, "optimizer", None)
-    skip = [optimizer] if optimizer is not None else None
-    saving_lib.save_weights_only(model, str(path), objects_to_skip=skip)
+    if optimizer is not None:
+        skip.append(optimizer)
+    saving_lib.save_weights_only(model, str(path), objects_to_skip=skip or None)
 
 
 def save(model, preset_dir: str, description: str = "", **metadata) -> None:
@@ -178,7 +182,9 @@ def save(model, preset_dir: str, description: str = "", **metadata) -> None:
     config.pop("build_config", None)
     (path / CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=True))
     weights = path / WEIGHTS_FILE
-    _save_weights_without_optimizer(model, weights)
+    referenced_fn = getattr(model, "referenced_objects", None)
+    referenced = referenced_fn() if referenced_fn is not None else []
+    _save_weights_without_optimizer(model, weights, referenced)
     tokenizer = getattr(getattr(model, "preprocessor", None), "tokenizer", None)
     if tokenizer is not None and hasattr(tokenizer, "save_assets"):
         assets = path / TOKENIZER_ASSETS
@@ -194,6 +200,10 @@ def save(model, preset_dir: str, description: str = "", **metadata) -> None:
         "weights_sha256": sha256_file(weights),
         **metadata,
     }
+    if referenced:
+        meta["stored_parameter_count"] = int(model.count_params()) - sum(
+            int(np.prod(v.shape)) for layer in referenced for v in layer.weights
+        )
     (path / METADATA_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True))
 
 

@@ -286,8 +286,28 @@ class ContrastiveModel(keras.Model):
     def save_to_preset(
         self, preset_dir: str, description: str = "", **metadata
     ) -> None:
-        """Write config, weights, preprocessor assets and metadata to a dir."""
+        """Write config, weights, preprocessor assets and metadata to a dir.
+
+        Weights of `referenced_objects()` are left out of the weights file.
+        """
         preset_lib.save(self, preset_dir, description=description, **metadata)
+
+    def referenced_objects(self) -> list:
+        """Layers whose frozen weights come from their own preset (named in
+        this model's config) rather than from this model's weight files.
+
+        `save_to_preset` leaves them out and `load_weights` skips them. None
+        by default; `keras_towers.LiT` lists towers given by
+        `image_tower_preset` / `text_backbone_preset`.
+        """
+        return []
+
+    def load_weights(self, filepath, skip_mismatch=False, **kwargs):
+        referenced = self.referenced_objects()
+        if referenced and str(filepath).endswith(".weights.h5"):
+            skip = list(kwargs.get("objects_to_skip") or [])
+            kwargs["objects_to_skip"] = skip + referenced
+        return super().load_weights(filepath, skip_mismatch=skip_mismatch, **kwargs)
 
 
 def _padded_size(n: int, batch_size: int | None) -> int:

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import json
-import os
 from typing import NamedTuple
 
 import keras
-import numpy as np
 
 from keras_towers.backbones import VisionTransformer
 from keras_towers.models.clip import CLIP
@@ -306,8 +303,9 @@ class LiT(CLIP):
             config["image_tower"] = None
         return config
 
-    def _referenced_objects(self) -> list:
-        """Layers whose weights live in their own preset, not in this model's."""
+    def referenced_objects(self) -> list:
+        """The towers given by `image_tower_preset` / `text_backbone_preset`:
+        rebuilt from their own presets, never stored in LiT's weights."""
         referenced = []
         if self.image_tower_preset is not None:
             referenced.append(self.image_tower)
@@ -315,44 +313,13 @@ class LiT(CLIP):
             referenced.append(self.text_tower.backbone)
         return referenced
 
-    def load_weights(self, filepath, skip_mismatch=False, **kwargs):
-        skip = list(kwargs.pop("objects_to_skip", None) or [])
-        skip += self._referenced_objects()
-        if skip and str(filepath).endswith(".weights.h5"):
-            kwargs["objects_to_skip"] = skip
-        return super().load_weights(filepath, skip_mismatch=skip_mismatch, **kwargs)
-
     def save_to_preset(
         self, preset_dir: str, description: str = "", **metadata
     ) -> None:
-        """Write the preset; a referenced image tower's weights are left out."""
-        from keras.src.saving import saving_lib
-
-        from keras_towers import presets
-
+        """Write the preset; referenced towers' weights are left out."""
         metadata.setdefault("image_tower_preset", self.image_tower_preset)
         metadata.setdefault("text_backbone_preset", self.text_backbone_preset)
         super().save_to_preset(preset_dir, description=description, **metadata)
-        referenced = self._referenced_objects()
-        if not referenced:
-            return
-        # Rewrite the weights without the frozen tower (and without optimizer
-        # state, as every preset), then refresh the checksum.
-        weights = os.path.join(preset_dir, presets.WEIGHTS_FILE)
-        skip = list(referenced)
-        if getattr(self, "optimizer", None) is not None:
-            skip.append(self.optimizer)
-        saving_lib.save_weights_only(self, weights, objects_to_skip=skip)
-        meta_path = os.path.join(preset_dir, presets.METADATA_FILE)
-        with open(meta_path) as f:
-            meta = json.load(f)
-        meta["weights_sha256"] = presets.sha256_file(weights)
-        meta["stored_parameter_count"] = int(
-            sum(int(np.prod(v.shape)) for v in self.weights)
-            - sum(int(np.prod(v.shape)) for r in referenced for v in r.weights)
-        )
-        with open(meta_path, "w") as f:
-            json.dump(meta, f, indent=2, sort_keys=True)
 
     @classmethod
     def tiny(cls, image_size: int = 32, embedding_dim: int = 32, **kwargs) -> LiT:
