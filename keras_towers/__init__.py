@@ -13,8 +13,11 @@ from keras_towers import converters
 from keras_towers import datasets
 from keras_towers import efficientnet_lite
 from keras_towers import evaluation
+from keras_towers import from_scratch
 from keras_towers import objectives
+from keras_towers import ops
 from keras_towers import presets
+from keras_towers import pretrained
 from keras_towers import recipes
 from keras_towers import relative
 from keras_towers import tasks
@@ -52,8 +55,11 @@ __all__ = [
     "efficientnet_lite",
     "datasets",
     "evaluation",
+    "from_scratch",
     "objectives",
+    "ops",
     "presets",
+    "pretrained",
     "recipes",
     "relative",
     "tasks",

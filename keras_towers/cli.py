@@ -261,9 +261,9 @@ def _fmt(value) -> str:
 
 def load_model(preset: str):
     """Load any keras_towers model from a preset name or directory."""
-    from keras_towers import presets
+    from keras_towers.models import ContrastiveModel
 
-    return presets.load_any(preset)
+    return ContrastiveModel.from_preset(preset)
 
 
 def cmd_eval(args) -> int:

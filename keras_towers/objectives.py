@@ -16,10 +16,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import keras
 from keras import ops
 
-_REGISTRY: dict[str, Callable] = {}
+from keras_towers.ops import at_least_float32
+from keras_towers.utils.registry import Registry
+
+OBJECTIVES = Registry(
+    "objective",
+    hint="Register one with `keras_towers.objectives.register_objective`.",
+)
 
 #: Diagnostics every pairwise objective returns.
 PAIR_DIAGNOSTICS = (
@@ -47,14 +52,9 @@ def register_objective(name: str, diagnostics=PAIR_DIAGNOSTICS):
     """
 
     def decorator(fn):
-        if name in _REGISTRY and _REGISTRY[name] is not fn:
-            raise ValueError(
-                f"An objective named {name!r} is already registered "
-                f"({_REGISTRY[name].__module__}.{_REGISTRY[name].__name__})."
-            )
+        OBJECTIVES.add(name, fn, override=False)
         fn.diagnostics = tuple(diagnostics)
         fn.objective_name = name
-        _REGISTRY[name] = fn
         return fn
 
     return decorator
@@ -70,16 +70,12 @@ def get(name_or_fn) -> Callable:
                 f"diagnostics are known. Received: {name_or_fn!r}"
             )
         return name_or_fn
-    if name_or_fn not in _REGISTRY:
-        raise ValueError(
-            f"Unknown objective {name_or_fn!r}. Known objectives: {sorted(_REGISTRY)}."
-        )
-    return _REGISTRY[name_or_fn]
+    return OBJECTIVES.get(name_or_fn)
 
 
 def names() -> list[str]:
     """Names of all registered objectives."""
-    return sorted(_REGISTRY)
+    return OBJECTIVES.names()
 
 
 def _pair_diagnostics(logits):
@@ -105,18 +101,6 @@ def _soft_cross_entropy(logits, targets):
     """Mean over rows of -sum(targets * log_softmax(logits))."""
     log_probs = ops.log_softmax(logits, axis=-1)
     return -ops.mean(ops.sum(targets * log_probs, axis=-1))
-
-
-def at_least_float32(x):
-    """Cast half-precision tensors to float32; keep float32/float64 as is.
-
-    Logits, softmax and norms run in float32 also under mixed precision.
-    """
-    x = ops.convert_to_tensor(x)
-    dtype = keras.backend.standardize_dtype(x.dtype)
-    if dtype in ("float16", "bfloat16") or not dtype.startswith("float"):
-        return ops.cast(x, "float32")
-    return x
 
 
 def _similarity_logits(image_embeddings, text_embeddings, logit_scale):

@@ -15,11 +15,27 @@ model = recipe.build(image_size=64)
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import Callable
 
 import numpy as np
 
+from keras_towers import datasets
+from keras_towers import from_scratch
+from keras_towers import pretrained
+from keras_towers import training
+from keras_towers.datasets.paths import data_dir
+from keras_towers.feature_cache import cache_locked_features
+from keras_towers.models import CLIP
+from keras_towers.models import LiT
+from keras_towers.models import SigLIP
+from keras_towers.models import ThreeTowers
+from keras_towers.preprocessing import IMAGE_KEY
+from keras_towers.preprocessing import TEXT_KEY
+from keras_towers.preprocessing import ByteTokenizer
+from keras_towers.preprocessing import ContrastivePreprocessor
 from keras_towers.training import PairArrays
+from keras_towers.utils.registry import Registry
 
 
 @dataclasses.dataclass(frozen=True)
@@ -30,46 +46,31 @@ class Recipe:
     description: str = ""
 
 
-_RECIPES: dict[str, Recipe] = {}
+RECIPES = Registry("method", hint="Register one with `register_recipe`.")
+TRAINERS = Registry("trainer")
 
 
 def register_recipe(name: str, image_size: int, description: str = ""):
     """Decorator registering `build(image_size) -> model` under `name`."""
 
     def wrap(build):
-        _RECIPES[name] = Recipe(name, build, image_size, description)
+        RECIPES.add(name, Recipe(name, build, image_size, description))
         return build
 
     return wrap
 
 
 def names() -> list[str]:
-    return sorted(_RECIPES)
+    return RECIPES.names()
 
 
 def get(name: str) -> Recipe:
-    if name not in _RECIPES:
-        raise ValueError(f"Unknown method {name!r}. Known: {names()}.")
-    return _RECIPES[name]
+    return RECIPES.get(name)
 
 
 def _small_clip(cls, image_size: int, **kwargs):
-    from keras_towers.preprocessing import ContrastivePreprocessor
-    from keras_towers.towers import from_scratch_towers
-
-    preprocessor = ContrastivePreprocessor.default(
-        image_size=image_size, sequence_length=64
-    )
-    image_tower, text_tower = from_scratch_towers(
-        image_size,
-        preprocessor.tokenizer.vocabulary_size(),
-        sequence_length=64,
-        width=128,
-        num_layers=4,
-        num_heads=4,
-        projection_dim=128,
-    )
-    return cls(image_tower, text_tower, preprocessor, **kwargs)
+    parts = from_scratch.build("small", image_size)
+    return cls(parts.image_tower, parts.text_tower, parts.preprocessor, **kwargs)
 
 
 @register_recipe(
@@ -79,8 +80,6 @@ def _small_clip(cls, image_size: int, **kwargs):
     "byte-level text transformer (width 128, 4 layers, 64 tokens), 128-d",
 )
 def build_clip(image_size: int = 64):
-    from keras_towers.models import CLIP
-
     return _small_clip(CLIP, image_size)
 
 
@@ -88,8 +87,6 @@ def build_clip(image_size: int = 64):
     "siglip", image_size=64, description="the `clip` architecture with SigLIP's loss"
 )
 def build_siglip(image_size: int = 64):
-    from keras_towers.models import SigLIP
-
     return _small_clip(SigLIP, image_size)
 
 
@@ -100,8 +97,6 @@ def load_training_data(data: str, image_size: int, resize: str = "pad"):
     train split for training and the validation split for `val_` metrics
     (the Tux Paint test split is never read here).
     """
-    from keras_towers import datasets
-
     if data == "embedded":
         train = datasets.embedded_records("train")
         validation = datasets.embedded_records("validation")
@@ -131,8 +126,6 @@ def load_training_data(data: str, image_size: int, resize: str = "pad"):
     description="`CLIP.tiny()` (69k parameters): smoke runs and tests",
 )
 def build_clip_tiny(image_size: int = 32):
-    from keras_towers.models import CLIP
-
     return CLIP.tiny(image_size=image_size)
 
 
@@ -144,35 +137,26 @@ def build_clip_tiny(image_size: int = 32):
 # forward pass of EfficientNet-Lite0 costs more than a whole step of the
 # small towers that train.
 
-#: The registered backbone name (see `keras_towers.models.lit`).
+#: The pretrained encoder's name (see `keras_towers.pretrained`).
 FROZEN_BACKBONE = "efficientnet_lite0_imagenet"
 #: EfficientNet-Lite0's input resolution.
 FROZEN_IMAGE_SIZE = 224
-
-_TRAINERS: dict[str, Callable] = {}
-
 
 def register_trainer(name: str):
     """Decorator: `fn(data) -> train` replacing `training.train` for a recipe.
 
     The returned `train` takes `keras_towers.training.train`'s arguments.
     """
-
-    def wrap(factory):
-        _TRAINERS[name] = factory
-        return factory
-
-    return wrap
+    return TRAINERS.register(name)
 
 
 def trainer(name: str, data: str = "embedded") -> Callable:
     """The training function of recipe `name` on `data` (default:
     `keras_towers.training.train`)."""
-    from keras_towers import training
-
     get(name)
-    factory = _TRAINERS.get(name)
-    return training.train if factory is None else factory(data)
+    if name not in TRAINERS:
+        return training.train
+    return TRAINERS.get(name)(data)
 
 
 def _check_frozen_size(method: str, image_size: int) -> None:
@@ -185,16 +169,7 @@ def _check_frozen_size(method: str, image_size: int) -> None:
 
 def _byte_text_tower(preprocessor, projection_dim: int):
     """The `clip` recipe's text transformer, projecting to `projection_dim`."""
-    from keras_towers.towers import TextTower
-
-    return TextTower.transformer(
-        vocabulary_size=preprocessor.tokenizer.vocabulary_size(),
-        sequence_length=preprocessor.sequence_length,
-        width=128,
-        num_layers=4,
-        num_heads=4,
-        projection_dim=projection_dim,
-    )
+    return from_scratch.text_tower("small", preprocessor, projection_dim)
 
 
 @register_recipe(
@@ -205,23 +180,16 @@ def _byte_text_tower(preprocessor, projection_dim: int):
     "transformer from scratch projecting to 1280",
 )
 def build_lit(image_size: int = FROZEN_IMAGE_SIZE):
-    from keras_towers.converters.efficientnet_lite import (
-        efficientnet_lite_image_converter,
-    )
-    from keras_towers.models import LiT
-    from keras_towers.preprocessing import ByteTokenizer
-    from keras_towers.preprocessing import ContrastivePreprocessor
-
     _check_frozen_size("lit", image_size)
     preprocessor = ContrastivePreprocessor(
-        image_converter=efficientnet_lite_image_converter("lite0"),
+        image_converter=pretrained.get_encoder(FROZEN_BACKBONE).preprocessing(),
         tokenizer=ByteTokenizer(),
         sequence_length=64,
     )
     return LiT(
         text_tower=_byte_text_tower(preprocessor, projection_dim=1280),
         preprocessor=preprocessor,
-        image_tower_preset=FROZEN_BACKBONE,
+        image_tower_source=FROZEN_BACKBONE,
         variant="Lu",
     )
 
@@ -235,23 +203,13 @@ def build_lit(image_size: int = FROZEN_IMAGE_SIZE):
     "name, not stored; trains in seconds on cached features",
 )
 def build_lit_minilm(image_size: int = FROZEN_IMAGE_SIZE):
-    from keras_towers.converters.efficientnet_lite import (
-        efficientnet_lite_image_converter,
-    )
-    from keras_towers.converters.minilm import minilm_preprocessor
-    from keras_towers.converters.minilm import minilm_tokenizer
-    from keras_towers.models import LiT
-
     _check_frozen_size("lit-minilm", image_size)
-    preprocessor = minilm_preprocessor(
-        image_converter=efficientnet_lite_image_converter("lite0"),
-        tokenizer=minilm_tokenizer(),
-        sequence_length=32,
-    )
     return LiT(
-        preprocessor=preprocessor,
-        image_tower_preset=FROZEN_BACKBONE,
-        text_backbone_preset="all_minilm_l6_v2",
+        preprocessor=pretrained.preprocessor(
+            FROZEN_BACKBONE, "all_minilm_l6_v2", sequence_length=32
+        ),
+        image_tower_source=FROZEN_BACKBONE,
+        text_tower_source="all_minilm_l6_v2",
         text_pooling="mean",
         text_head="linear",
         variant="LL",
@@ -267,21 +225,14 @@ def build_lit_minilm(image_size: int = FROZEN_IMAGE_SIZE):
     "stored); ThreeTowers defaults (w = 1/3 each, linear heads)",
 )
 def build_three_towers(image_size: int = 64):
-    from keras_towers.converters.efficientnet_lite import (
-        efficientnet_lite_image_converter,
-    )
-    from keras_towers.models import ThreeTowers
-
-    model = _small_clip(ThreeTowers, image_size, third_tower_preset=FROZEN_BACKBONE)
-    model.preprocessor.third_image_converter = efficientnet_lite_image_converter(
-        "lite0"
-    )
+    model = _small_clip(ThreeTowers, image_size, third_tower_source=FROZEN_BACKBONE)
+    model.preprocessor.third_image_converter = pretrained.get_encoder(
+        FROZEN_BACKBONE
+    ).preprocessing()
     return model
 
 
 def _feature_cache_dir() -> str:
-    from keras_towers.datasets.paths import data_dir
-
     return str(data_dir() / "features")
 
 
@@ -301,10 +252,6 @@ def locked_feature_arrays(
         A dict of equally long arrays (`"texts"`, `"images"` unless the
         image tower is cached, and `"<tower>_features"`).
     """
-    from keras_towers.feature_cache import cache_locked_features
-    from keras_towers.preprocessing import IMAGE_KEY
-    from keras_towers.preprocessing import TEXT_KEY
-
     frozen_pairs = pairs if frozen_pairs is None else frozen_pairs
     if len(frozen_pairs) != len(pairs) or list(frozen_pairs.texts) != list(pairs.texts):
         raise ValueError(
@@ -330,8 +277,6 @@ def locked_feature_arrays(
 
 def _frozen_image_size(model) -> int | None:
     """Input size of the model's locked image tower (`None`: any size)."""
-    from keras_towers.preprocessing import IMAGE_KEY
-
     for source in model.feature_sources():
         tower = source.tower
         if source.raw_key == IMAGE_KEY and tower is not None and not tower.trainable:
@@ -349,9 +294,6 @@ def _frozen_size_pairs(data: str, pairs: PairArrays | None, split: int, size):
 
 def _cached_feature_trainer(data: str) -> Callable:
     """`training.train` on the locked towers' features, computed once."""
-    import time
-
-    from keras_towers import training
 
     def train(
         model,

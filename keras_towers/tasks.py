@@ -24,7 +24,11 @@ import os
 
 import numpy as np
 
-_TASKS: dict = {}
+from keras_towers import datasets
+from keras_towers import evaluation
+from keras_towers.utils.registry import Registry
+
+TASKS = Registry("task kind", hint="Register one with `register_task`.")
 
 #: Retrieval sets built from the embedded corpus: name -> (split, sources).
 RETRIEVAL_SETS = {
@@ -35,16 +39,12 @@ RETRIEVAL_SETS = {
 def register_task(kind: str):
     """Decorator registering `fn(model, data, **options) -> dict` as `kind`."""
 
-    def wrap(fn):
-        _TASKS[kind] = fn
-        return fn
-
-    return wrap
+    return TASKS.register(kind)
 
 
 def kinds() -> list[str]:
     """Registered task kinds."""
-    return sorted(_TASKS)
+    return TASKS.names()
 
 
 def parse(task: str) -> tuple[str, str]:
@@ -55,7 +55,7 @@ def parse(task: str) -> tuple[str, str]:
             f"Received: {task!r}. Kinds: {kinds()}."
         )
     kind, data = task.split(":", 1)
-    if kind not in _TASKS:
+    if kind not in TASKS:
         raise ValueError(f"Unknown task kind {kind!r} in {task!r}. Known: {kinds()}.")
     if not data:
         raise ValueError(f"Task {task!r} names no data set after ':'.")
@@ -65,7 +65,7 @@ def parse(task: str) -> tuple[str, str]:
 def run(model, task: str, **options) -> dict:
     """Run one task on a model with `encode_images` / `encode_texts`."""
     kind, data = parse(task)
-    result = _TASKS[kind](model, data, **options)
+    result = TASKS.get(kind)(model, data, **options)
     result["task"] = task
     return result
 
@@ -81,12 +81,10 @@ def _subset(n: int, limit: int | None, seed: int = 0) -> np.ndarray:
 
 def _shapes(split: str):
     """Drawn shapes (12 colour x shape classes); seeds differ per split."""
-    from keras_towers.datasets import make_shapes
-    from keras_towers.datasets import shape_class_names
 
     seed = {"train": 101, "test": 202}[split]
-    images, _, labels = make_shapes(1200, seed=seed)
-    return images, labels, shape_class_names()
+    images, _, labels = datasets.make_shapes(1200, seed=seed)
+    return images, labels, datasets.shape_class_names()
 
 
 #: Classification sets generated here rather than read from packages.
@@ -94,8 +92,6 @@ GENERATED_SETS = {"shapes": _shapes}
 
 
 def _classification(name: str, split: str, limit: int | None, seed: int = 0):
-    from keras_towers import datasets
-
     if name in GENERATED_SETS:
         images, labels, class_names = GENERATED_SETS[name](split)
     else:
@@ -117,8 +113,6 @@ def zero_shot_task(
     verbose: int = 1,
     **_,
 ) -> dict:
-    from keras_towers import evaluation
-
     images, labels, class_names = _classification(data, "test", limit)
     result = evaluation.evaluate_zero_shot(
         model,
@@ -145,8 +139,6 @@ def zero_shot_task(
 
 def retrieval_pairs(data: str, limit: int | None = None):
     """Images (list of uint8 arrays), captions and refs of a retrieval set."""
-    from keras_towers import datasets
-
     if data in RETRIEVAL_SETS:
         split, sources = RETRIEVAL_SETS[data]
         records = datasets.embedded_records(split, sources=sources)
@@ -182,8 +174,6 @@ def retrieval_task(
     verbose: int = 1,
     **_,
 ) -> dict:
-    from keras_towers import evaluation
-
     images, captions = retrieval_pairs(data, limit)
     result = evaluation.evaluate_retrieval(
         model,
@@ -240,8 +230,6 @@ def linear_probe_task(
     seed: int = 0,
     **_,
 ) -> dict:
-    from keras_towers import evaluation
-
     train_images, train_labels, class_names = _classification(
         data, "train", train_limit, seed
     )

@@ -18,6 +18,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_towers.datasets import batch_pairs
 from keras_towers.preprocessing import IMAGE_KEY
 from keras_towers.preprocessing import TEXT_KEY
 
@@ -60,8 +61,6 @@ class PairArrays:
         Images are resized to `image_size` (see
         `keras_towers.datasets.batch_pairs` for `resize`).
         """
-        from keras_towers.datasets import batch_pairs
-
         batched = batch_pairs(
             dataset, batch_size=256, image_size=image_size, resize=resize
         )

@@ -218,17 +218,15 @@ def test_unnamed_backbones_sharing_variable_paths_are_rejected():
     image = keras_towers.ImageTower(backbone(), projection_dim=16, name="a")
     third = keras_towers.ImageTower(backbone(), projection_dim=16, name="b")
 
-    class Two(keras.Model):
+    class Two(keras_towers.ContrastiveModel):
         pass
 
     paths = [v.path for v in image.variables] + [v.path for v in third.variables]
     assert len(paths) != len(set(paths))  # the keras-hub trap is real
-    from keras_towers.models.clip import _check_unique_variable_paths
-
     holder = Two()
     holder.a, holder.b = image, third
     with pytest.raises(ValueError, match="distinct `name=`"):
-        _check_unique_variable_paths(holder)
+        holder.check_unique_variable_paths()
 
 
 def test_keras_save_and_load_gives_identical_outputs(tmp_path):

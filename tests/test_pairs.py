@@ -366,7 +366,7 @@ def test_csv_on_error_raise_names_the_file(tmp_path, good_images, bad_images, ba
 def test_per_record_warnings_are_capped_but_all_are_counted(
     tmp_path, bad_images, monkeypatch
 ):
-    monkeypatch.setattr(pairs_lib, "MAX_WARNINGS_PER_PASS", 2)
+    monkeypatch.setattr(pairs_lib._report, "MAX_WARNINGS_PER_PASS", 2)
     csv_path = write_csv(
         tmp_path / "p.csv", [(str(p), "x") for p in bad_images.values()]
     )
@@ -749,7 +749,7 @@ def test_register_reader_extends_load_pairs(tmp_path, good_images):
     try:
         elements, _ = collect(D.load_pairs(psv))
     finally:
-        pairs_lib._READERS.pop(".psv")
+        pairs_lib.READERS.remove(".psv")
     assert texts_of(elements) == ["a", "b"]
     with pytest.raises(ValueError, match="'.csv'"):
         D.register_reader("csv", D.from_csv)

@@ -8,42 +8,16 @@ raw-data handling in `fit`/`evaluate`/`predict`, `encode_images` /
 
 from __future__ import annotations
 
-import math
 import warnings
 
 import keras
 import numpy as np
 import tensorflow as tf
-from keras import ops
 from keras_hub.src.utils.python_utils import classproperty
 
 from keras_towers import presets as preset_lib
-from keras_towers.objectives import at_least_float32
 from keras_towers.preprocessing import IMAGE_KEY
 from keras_towers.preprocessing import TEXT_KEY
-
-
-def l2_normalize(x, epsilon: float = 1e-8):
-    """L2-normalise the last axis (in float32 for half-precision inputs)."""
-    x = at_least_float32(x)
-    return x / ops.sqrt(ops.maximum(ops.sum(x * x, axis=-1, keepdims=True), epsilon**2))
-
-
-@keras.saving.register_keras_serializable(package="keras_towers")
-class ClampConstraint(keras.constraints.Constraint):
-    """Clamp a variable into `[min_value, max_value]` after each update."""
-
-    def __init__(self, min_value: float | None = None, max_value: float | None = None):
-        self.min_value = min_value
-        self.max_value = max_value
-
-    def __call__(self, w):
-        lo = -math.inf if self.min_value is None else self.min_value
-        hi = math.inf if self.max_value is None else self.max_value
-        return ops.clip(w, lo, hi)
-
-    def get_config(self):
-        return {"min_value": self.min_value, "max_value": self.max_value}
 
 
 class ContrastiveModel(keras.Model):
@@ -74,8 +48,19 @@ class ContrastiveModel(keras.Model):
         images = element_spec.get(IMAGE_KEY)
         return images is not None and images.dtype == tf.uint8
 
+    def preprocess_samples(self, x, y=None, sample_weight=None):
+        """Preprocess one batch of raw samples inside tf.data.
+
+        keras-hub's `PipelineModel` contract: `fit`, `evaluate` and `predict`
+        map this over raw data, so a subclass that needs other inputs (more
+        views, sample indices) overrides this one method. Default: the
+        model's `preprocessor`.
+        """
+        return self.preprocessor(x, y, sample_weight)
+
     def _prepare(self, x, batch_size, shuffle=False):
-        """Map the preprocessor over raw data; leave preprocessed data alone."""
+        """Map `preprocess_samples` over raw data; leave preprocessed data
+        alone. Arrays become a (shuffled) tf.data pipeline first."""
         if isinstance(x, dict) and self.preprocessor is not None:
             if any(k in x for k in (TEXT_KEY, IMAGE_KEY)):
                 n = len(next(iter(x.values())))
@@ -87,7 +72,7 @@ class ContrastiveModel(keras.Model):
             spec = x.element_spec
             features = spec[0] if isinstance(spec, tuple) else spec
             if self._needs_preprocessing(features):
-                x = x.map(self.preprocessor, num_parallel_calls=tf.data.AUTOTUNE)
+                x = x.map(self.preprocess_samples, num_parallel_calls=tf.data.AUTOTUNE)
                 x = x.prefetch(tf.data.AUTOTUNE)
         return x
 
@@ -263,6 +248,35 @@ class ContrastiveModel(keras.Model):
             chunks.extend(self._encode([tokens], "text_embeddings", batch_size))
         return _concat(chunks, self.embedding_dim)
 
+    # === Config ===
+
+    #: Constructor arguments that hold serialized Keras objects.
+    nested_config_keys: tuple = ("image_tower", "text_tower", "preprocessor")
+
+    @classmethod
+    def from_config(cls, config):
+        """Deserialize nested towers/preprocessor, then call the constructor
+        (keras-hub `Task.from_config`)."""
+        config = dict(config)
+        for key in cls.nested_config_keys:
+            if isinstance(config.get(key), dict):
+                config[key] = keras.saving.deserialize_keras_object(config[key])
+        return cls(**config)
+
+    def check_unique_variable_paths(self) -> None:
+        """Guard against keras-hub's shared-path trap: two sub-models built
+        without distinct names share variable paths, and on the torch backend
+        one of them is silently never trained."""
+        seen = {}
+        for variable in self.variables:
+            if variable.path in seen and seen[variable.path] is not variable:
+                raise ValueError(
+                    f"Two variables share the path {variable.path!r}; on the torch "
+                    "backend one of them would never be trained. Give every "
+                    "backbone a distinct `name=`."
+                )
+            seen[variable.path] = variable
+
     # === Presets ===
 
     @classproperty
@@ -274,13 +288,28 @@ class ContrastiveModel(keras.Model):
     def from_preset(cls, preset: str, load_weights: bool = True, **kwargs):
         """Load a model from a preset name or directory.
 
+        Called on `ContrastiveModel` itself, it returns the class the preset
+        records (as keras-hub's `Task.from_preset` does), loaded the way that
+        class loads its presets.
+
         Args:
             preset: a shipped preset name (see `cls.presets`), a directory
                 written by `save_to_preset`, or a directory in a supported
                 external format (e.g. `transformers` CLIP:
                 `config.json` with `model_type: clip` + `model.safetensors`).
             load_weights: bool. Load the weights, or only the architecture.
+            **kwargs: config overrides.
+
+        Example:
+
+        ```python
+        model = keras_towers.ContrastiveModel.from_preset("lit_lite0_embedded")
+        type(model).__name__  # "LiT"
+        ```
         """
+        target = preset_lib.preset_class(cls, preset)
+        if target is not None and target is not cls:
+            return target.from_preset(preset, load_weights=load_weights, **kwargs)
         return preset_lib.load(cls, preset, load_weights=load_weights, **kwargs)
 
     def save_to_preset(
@@ -288,17 +317,22 @@ class ContrastiveModel(keras.Model):
     ) -> None:
         """Write config, weights, preprocessor assets and metadata to a dir.
 
-        Weights of `referenced_objects()` are left out of the weights file.
+        Weights of `referenced_objects()` are left out of the weights file;
+        `preset_metadata()` and `**metadata` go into `metadata.json`.
         """
         preset_lib.save(self, preset_dir, description=description, **metadata)
 
+    def preset_metadata(self) -> dict:
+        """Method-specific entries for `metadata.json` (none by default)."""
+        return {}
+
     def referenced_objects(self) -> list:
-        """Layers whose frozen weights come from their own preset (named in
+        """Layers whose frozen weights come from their own source (named in
         this model's config) rather than from this model's weight files.
 
         `save_to_preset` leaves them out and `load_weights` skips them. None
         by default; `keras_towers.LiT` lists towers given by
-        `image_tower_preset` / `text_backbone_preset`.
+        `image_tower_source` / `text_tower_source`.
         """
         return []
 
@@ -308,6 +342,23 @@ class ContrastiveModel(keras.Model):
             skip = list(kwargs.get("objects_to_skip") or [])
             kwargs["objects_to_skip"] = skip + referenced
         return super().load_weights(filepath, skip_mismatch=skip_mismatch, **kwargs)
+
+
+def take_legacy_keys(kwargs: dict, legacy: dict) -> dict:
+    """Move old spellings of constructor arguments (`legacy`: old -> new) in
+    `kwargs` to the new names, so configs saved by older versions load."""
+    for old, new in legacy.items():
+        if old in kwargs:
+            value = kwargs.pop(old)
+            current = kwargs.get(new)
+            if current is not None and value is not None and current != value:
+                raise ValueError(
+                    f"`{old}` is the old name of `{new}`; pass only `{new}`. "
+                    f"Received: {old}={value!r}, {new}={current!r}"
+                )
+            if current is None:
+                kwargs[new] = value
+    return kwargs
 
 
 def _padded_size(n: int, batch_size: int | None) -> int:

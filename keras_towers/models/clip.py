@@ -7,18 +7,18 @@ import math
 import keras
 from keras import ops
 
+from keras_towers import from_scratch
 from keras_towers import objectives
+from keras_towers.constraints import ClampConstraint
 from keras_towers.feature_cache import FeatureSource
-from keras_towers.models.base import ClampConstraint
 from keras_towers.models.base import ContrastiveModel
-from keras_towers.models.base import l2_normalize
-from keras_towers.objectives import at_least_float32
+from keras_towers.ops import at_least_float32
+from keras_towers.ops import l2_normalize
 from keras_towers.preprocessing import IMAGE_KEY
 from keras_towers.preprocessing import TEXT_KEY
 from keras_towers.preprocessing import ContrastivePreprocessor
 from keras_towers.towers import ImageTower
 from keras_towers.towers import TextTower
-from keras_towers.towers import from_scratch_towers
 
 #: Preprocessed inputs of a text tower.
 TOKEN_KEYS = ("token_ids", "padding_mask")
@@ -156,7 +156,7 @@ class CLIP(ContrastiveModel):
             )
         self._init_diagnostics(self._diagnostic_names(objective))
         self.built = True
-        _check_unique_variable_paths(self)
+        self.check_unique_variable_paths()
 
         # === Config ===
         self.loss_name = objective.objective_name
@@ -306,29 +306,11 @@ class CLIP(ContrastiveModel):
         return config
 
     @classmethod
-    def from_config(cls, config):
-        config = dict(config)
-        for key in ("image_tower", "text_tower", "preprocessor"):
-            if isinstance(config.get(key), dict):
-                config[key] = keras.saving.deserialize_keras_object(config[key])
-        return cls(**config)
-
-    @classmethod
     def tiny(cls, image_size: int = 32, embedding_dim: int = 32, **kwargs) -> CLIP:
-        """A very small CLIP for tests, guides and smoke runs."""
-        preprocessor = ContrastivePreprocessor.default(
-            image_size=image_size, sequence_length=16
-        )
-        image_tower, text_tower = from_scratch_towers(
-            image_size,
-            preprocessor.tokenizer.vocabulary_size(),
-            sequence_length=16,
-            width=32,
-            num_layers=2,
-            num_heads=2,
-            projection_dim=embedding_dim,
-        )
-        return cls(image_tower, text_tower, preprocessor, **kwargs)
+        """A very small CLIP for tests, guides and smoke runs (the `"tiny"`
+        config of `keras_towers.from_scratch`)."""
+        parts = from_scratch.build("tiny", image_size, projection_dim=embedding_dim)
+        return cls(parts.image_tower, parts.text_tower, parts.preprocessor, **kwargs)
 
 
 @keras.saving.register_keras_serializable(package="keras_towers")
@@ -371,16 +353,3 @@ def _arguments(fn) -> tuple:
     import inspect
 
     return tuple(inspect.signature(fn).parameters)
-
-
-def _check_unique_variable_paths(model) -> None:
-    """Guard against keras-hub's shared-path trap (silently untrained on torch)."""
-    seen = {}
-    for variable in model.variables:
-        if variable.path in seen and seen[variable.path] is not variable:
-            raise ValueError(
-                f"Two variables share the path {variable.path!r}; on the torch "
-                "backend one of them would never be trained. Give every "
-                "backbone a distinct `name=`."
-            )
-        seen[variable.path] = variable

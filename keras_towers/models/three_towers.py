@@ -3,77 +3,34 @@
 from __future__ import annotations
 
 import math
-import os
 import warnings
-from collections.abc import Callable
 
 import keras
 import keras_hub
 
+from keras_towers import from_scratch
+from keras_towers import pretrained
+from keras_towers.constraints import ClampConstraint
 from keras_towers.feature_cache import FeatureSource
-from keras_towers.models.base import ClampConstraint
-from keras_towers.models.base import l2_normalize
+from keras_towers.models.base import take_legacy_keys
 from keras_towers.models.clip import CLIP
 from keras_towers.models.clip import TOKEN_KEYS
-from keras_towers.models.clip import _check_unique_variable_paths
-from keras_towers.objectives import at_least_float32
+from keras_towers.ops import at_least_float32
+from keras_towers.ops import l2_normalize
 from keras_towers.preprocessing import IMAGE_KEY
 from keras_towers.preprocessing import THIRD_FEATURES_KEY
 from keras_towers.preprocessing import THIRD_IMAGE_KEY
 from keras_towers.preprocessing import ContrastivePreprocessor
 from keras_towers.towers import ImageTower
 from keras_towers.towers import TextTower
-from keras_towers.towers import from_scratch_towers
 
 HEAD_CHOICES = ("linear", None)
 
 #: Loss names logged per pair, in the order of `loss_weights`.
 PAIR_LOSSES = ("image_text_loss", "image_third_loss", "text_third_loss")
 
-_BACKBONE_LOADERS: dict[str, Callable[[], keras.Model]] = {}
-
-
-def register_backbone_preset(name: str, loader: Callable[[], keras.Model]) -> None:
-    """Make `name` usable as a `third_tower_preset`.
-
-    Args:
-        name: str. The name stored in model configs.
-        loader: a function with no arguments returning the (pretrained)
-            image backbone, loaded offline.
-
-    Example:
-
-    ```python
-    keras_towers.models.three_towers.register_backbone_preset(
-        "my_frozen_cnn", lambda: keras_hub.models.Backbone.from_preset("/models/cnn")
-    )
-    ```
-    """
-    if not callable(loader):
-        raise TypeError(f"`loader` must be callable. Received: {loader!r}")
-    _BACKBONE_LOADERS[name] = loader
-
-
-def load_backbone(preset: str) -> keras.Model:
-    """A backbone from a registered name or a keras-hub preset directory.
-
-    Only local sources are used: nothing is downloaded.
-    """
-    if preset in _BACKBONE_LOADERS:
-        return _BACKBONE_LOADERS[preset]()
-    if os.path.isdir(preset):
-        if not os.path.isfile(os.path.join(preset, "config.json")):
-            raise ValueError(
-                f"{preset!r} is not a keras-hub backbone preset directory "
-                "(no config.json). Write one with `backbone.save_to_preset(dir)`."
-            )
-        return keras_hub.models.Backbone.from_preset(preset)
-    raise ValueError(
-        f"Unknown backbone preset {preset!r}: it is neither a registered name "
-        f"({sorted(_BACKBONE_LOADERS) or 'none registered'}) nor a local "
-        "keras-hub preset directory. Nothing is downloaded; register a loader "
-        "with `keras_towers.models.three_towers.register_backbone_preset`."
-    )
+#: Config keys written before the one `*_tower_source` spelling (still read).
+LEGACY_KEYS = {"third_tower_preset": "third_tower_source"}
 
 
 def _as_third_tower(third_tower, pooling: str) -> ImageTower | None:
@@ -143,7 +100,7 @@ class ThreeTowers(CLIP):
     `"third_features"` (precomputed by `keras_towers.cache_locked_features`,
     the default path) or `"third_images"` (from a preprocessor with a
     `third_image_converter`). `h`'s frozen weights are never saved with the
-    model: they come from `third_tower_preset`, referenced by name or
+    model: they come from `third_tower_source`, referenced by name or
     directory in the config, and `ThreeTowers.from_preset` loads the model
     without `h` unless `load_third_tower=True`.
 
@@ -161,15 +118,16 @@ class ThreeTowers(CLIP):
         third_tower: the frozen tower `h`: a `keras_towers.ImageTower` or an
             image backbone (wrapped with `third_pooling`, no head). It is
             locked (`trainable=False`, inference mode).
-        third_tower_preset: str. Where `h`'s backbone comes from: a name
-            registered with `register_backbone_preset` or a keras-hub
-            backbone preset directory. Stored in the config instead of `h`'s
-            weights.
+        third_tower_source: str. Where `h` comes from: a pretrained encoder
+            name (`keras_towers.pretrained.names("image")`, e.g.
+            `"efficientnet_lite0_imagenet"`) or a keras-hub backbone preset
+            directory. Stored in the config instead of `h`'s weights.
+            (`third_tower_preset` is its old name, still accepted.)
         third_pooling: str. Pooling of a bare third backbone (`"mean"`,
-            `"cls"`, `"none"`).
+            `"cls"`, `"none"`). Default: the encoder's own, else `"mean"`.
         third_feature_dim: int. Width of `h`'s features; taken from `h` when
             it is loaded, needed otherwise (saved in the config).
-        load_third_tower: bool. Load `h` from `third_tower_preset` when
+        load_third_tower: bool. Load `h` from `third_tower_source` when
             `third_tower` is not given.
         loss_weights: three floats `(w1, w2, w3)` for the image-text,
             image-third and text-third losses. Default `1/3` each.
@@ -190,7 +148,7 @@ class ThreeTowers(CLIP):
     ```python
     model = keras_towers.ThreeTowers(
         image_tower, text_tower, preprocessor,
-        third_tower_preset="/models/efficientnet_lite0",
+        third_tower_source="efficientnet_lite0_imagenet",
     )
     cached = keras_towers.cache_locked_features(model, pairs)  # third_features
     model.compile()
@@ -209,8 +167,8 @@ class ThreeTowers(CLIP):
         text_tower: TextTower | None = None,
         preprocessor: ContrastivePreprocessor | None = None,
         third_tower: ImageTower | keras.Model | None = None,
-        third_tower_preset: str | None = None,
-        third_pooling: str = "mean",
+        third_tower_source: str | None = None,
+        third_pooling: str | None = None,
         third_feature_dim: int | None = None,
         load_third_tower: bool = True,
         loss_weights=(1 / 3, 1 / 3, 1 / 3),
@@ -220,6 +178,9 @@ class ThreeTowers(CLIP):
         separate_logit_scales: bool = True,
         **kwargs,
     ):
+        kwargs["third_tower_source"] = third_tower_source
+        take_legacy_keys(kwargs, LEGACY_KEYS)
+        third_tower_source = kwargs.pop("third_tower_source")
         kwargs.setdefault("name", "three_towers")
         loss = kwargs.pop("loss", "infonce")
         if loss != "infonce":
@@ -247,9 +208,14 @@ class ThreeTowers(CLIP):
                 )
 
         # === Layers ===
-        if third_tower is None and third_tower_preset is not None and load_third_tower:
-            third_tower = load_backbone(third_tower_preset)
-        third = _as_third_tower(third_tower, third_pooling)
+        if third_tower is None and third_tower_source is not None and load_third_tower:
+            third_tower = pretrained.load_tower(
+                third_tower_source,
+                modality="image",
+                pooling=third_pooling or _default_pooling(third_tower_source),
+                name="third_tower",
+            )
+        third = _as_third_tower(third_tower, third_pooling or "mean")
         if third is not None:
             if third_feature_dim is not None and third_feature_dim != third.output_dim:
                 raise ValueError(
@@ -260,7 +226,7 @@ class ThreeTowers(CLIP):
         if third_feature_dim is None:
             raise ValueError(
                 "ThreeTowers needs the third tower's feature width: pass "
-                "`third_tower`, `third_tower_preset` or `third_feature_dim`."
+                "`third_tower`, `third_tower_source` or `third_feature_dim`."
             )
         super().__init__(
             image_tower, text_tower, preprocessor, loss="infonce", **kwargs
@@ -317,10 +283,10 @@ class ThreeTowers(CLIP):
         # belong to its own preset and never enter this model's weights,
         # summary or optimizer.
         self._third = _Untracked(third)
-        _check_unique_variable_paths(self)
+        self.check_unique_variable_paths()
 
         # === Config ===
-        self.third_tower_preset = third_tower_preset
+        self.third_tower_source = third_tower_source
         self.third_pooling = third_pooling
         self.third_feature_dim = int(third_feature_dim)
         self.loss_weights = loss_weights
@@ -353,7 +319,7 @@ class ThreeTowers(CLIP):
                 (pooled with `third_pooling`), with the feature width this
                 model was built for. It is locked.
         """
-        third = _as_third_tower(third_tower, self.third_pooling)
+        third = _as_third_tower(third_tower, self.third_pooling or "mean")
         if third is not None and third.output_dim != self.third_feature_dim:
             raise ValueError(
                 f"This model's third head expects features of width "
@@ -517,12 +483,12 @@ class ThreeTowers(CLIP):
         config.pop("loss", None)
         config.update(
             {
-                "third_tower_preset": self.third_tower_preset,
+                "third_tower_source": self.third_tower_source,
                 "third_pooling": self.third_pooling,
                 "third_feature_dim": self.third_feature_dim,
                 # Reloading restores h only when it can come from its preset.
                 "load_third_tower": self.get_third_tower() is not None
-                and self.third_tower_preset is not None,
+                and self.third_tower_source is not None,
                 "loss_weights": list(self.loss_weights),
                 "alignment_heads": self.alignment_heads,
                 "third_head": self.third_head_type,
@@ -546,7 +512,7 @@ class ThreeTowers(CLIP):
             preset: a preset name or directory written by `save_to_preset`.
             load_weights: bool. Load the weights of `f`, `g` and the heads.
             load_third_tower: bool. Also load `h` from the config's
-                `third_tower_preset`, to continue training (not needed for
+                `third_tower_source`, to continue training (not needed for
                 `encode_images` / `encode_texts`).
             **kwargs: config overrides, e.g. `third_tower=` to pass `h` in
                 memory.
@@ -562,16 +528,18 @@ class ThreeTowers(CLIP):
         self, preset_dir: str, description: str = "", **metadata
     ) -> None:
         """Write the model without `h`'s frozen weights (see `from_preset`)."""
-        if self.get_third_tower() is not None and self.third_tower_preset is None:
+        if self.get_third_tower() is not None and self.third_tower_source is None:
             warnings.warn(
                 "This ThreeTowers model's third tower was passed in memory "
-                "without `third_tower_preset`, so the preset cannot reload it; "
+                "without `third_tower_source`, so the preset cannot reload it; "
                 "it loads for inference (f and g) and for training on "
                 "precomputed 'third_features'.",
                 stacklevel=2,
             )
-        metadata.setdefault("third_tower_preset", self.third_tower_preset)
         super().save_to_preset(preset_dir, description=description, **metadata)
+
+    def preset_metadata(self) -> dict:
+        return {"third_tower_source": self.third_tower_source}
 
     @classmethod
     def tiny(
@@ -584,30 +552,26 @@ class ThreeTowers(CLIP):
     ) -> ThreeTowers:
         """A very small 3T for tests: tiny ViT `f`, text `g`, and (unless
         given) a random tiny ResNet `h` with BatchNorm at its own image size."""
-        from keras_hub.layers import ImageConverter
-
-        preprocessor = ContrastivePreprocessor.default(
-            image_size=image_size, sequence_length=16
-        )
-        preprocessor.third_image_converter = ImageConverter(
+        third_image_converter = keras_hub.layers.ImageConverter(
             image_size=(third_image_size, third_image_size),
             scale=1.0 / 255.0,
             crop_to_aspect_ratio=True,
             interpolation="bilinear",
         )
-        image_tower, text_tower = from_scratch_towers(
-            image_size,
-            preprocessor.tokenizer.vocabulary_size(),
-            sequence_length=16,
-            width=32,
-            num_layers=1,
-            num_heads=2,
-            projection_dim=embedding_dim,
+        parts = from_scratch.build(
+            "tiny_shallow", image_size, projection_dim=embedding_dim
         )
-        if third_tower is None and "third_tower_preset" not in kwargs:
+        parts.preprocessor.third_image_converter = third_image_converter
+        if third_tower is None and not (
+            kwargs.get("third_tower_source") or kwargs.get("third_tower_preset")
+        ):
             third_tower = tiny_resnet(third_image_size)
         return cls(
-            image_tower, text_tower, preprocessor, third_tower=third_tower, **kwargs
+            parts.image_tower,
+            parts.text_tower,
+            parts.preprocessor,
+            third_tower=third_tower,
+            **kwargs,
         )
 
 
@@ -623,3 +587,10 @@ def tiny_resnet(image_size: int = 32, name: str = "third_backbone") -> keras.Mod
         image_shape=(image_size, image_size, 3),
         name=name,
     )
+
+
+def _default_pooling(source: str) -> str:
+    """A registered encoder's own pooling; `"mean"` for a preset directory."""
+    if pretrained.is_registered(source):
+        return pretrained.get_encoder(source).pooling
+    return "mean"

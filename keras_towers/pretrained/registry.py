@@ -1,0 +1,252 @@
+"""One registry of pretrained encoders, shared by every method.
+
+An *encoder* is a pretrained backbone with a weight loader, the pooling that
+turns its output into one vector, and the preprocessing its weights expect.
+LiT (`image_tower_source`, `text_tower_source`), Three Towers
+(`third_tower_source`), ASIF and every later method name encoders the same
+way, and a model config stores the name instead of the frozen weights.
+
+A source is either a registered name (`keras_towers.pretrained.names()`) or
+a local keras-hub backbone preset directory (`backbone.save_to_preset(dir)`).
+Nothing is ever downloaded.
+
+Example:
+
+```python
+from keras_towers import pretrained
+
+pretrained.names()  # ["all_minilm_l6_v2", "efficientnet_lite0_imagenet", ...]
+tower = pretrained.load_tower("efficientnet_lite1_imagenet")  # locked, pooled
+backbone = pretrained.load_backbone("all_minilm_l6_v2")
+```
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable
+
+import keras
+import keras_hub
+
+from keras_towers.towers import ImageTower
+from keras_towers.towers import TextTower
+from keras_towers.utils.registry import Registry
+
+MODALITIES = ("image", "text")
+
+ENCODERS = Registry(
+    "pretrained encoder",
+    hint=(
+        "A source is a registered name or a local keras-hub backbone preset "
+        "directory; nothing is downloaded. Register one with "
+        "`keras_towers.pretrained.register_encoder`."
+    ),
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class Encoder:
+    """A registered pretrained encoder.
+
+    Attributes:
+        name: str. The name configs store.
+        modality: `"image"` or `"text"`.
+        build_backbone: function `(name: str) -> keras.Model` returning the
+            backbone with its pretrained weights, loaded offline.
+        pooling: str. The tower pooling of its features (`"mean"`, `"cls"`).
+        output_dim: int. Width of the pooled feature.
+        short_name: str. Used in default layer names (`"lite0"`, `"minilm"`).
+        image_size: int or `None`. Input resolution of an image encoder.
+        preprocessing: optional function of no arguments returning what
+            the weights expect: an image converter (image encoders) or a
+            tokenizer (text encoders).
+        description: str. One line for listings.
+    """
+
+    name: str
+    modality: str
+    build_backbone: Callable[[str], keras.Model]
+    pooling: str
+    output_dim: int
+    short_name: str
+    image_size: int | None = None
+    preprocessing: Callable[[], object] | None = None
+    description: str = ""
+
+
+def register_encoder(encoder: Encoder) -> Encoder:
+    """Register a pretrained encoder under `encoder.name`.
+
+    Example:
+
+    ```python
+    keras_towers.pretrained.register_encoder(keras_towers.pretrained.Encoder(
+        name="my_vit", modality="image", pooling="cls", output_dim=768,
+        short_name="my_vit",
+        build_backbone=lambda name: keras_hub.models.Backbone.from_preset(
+            "/models/my_vit", name=name),
+    ))
+    ```
+    """
+    if not isinstance(encoder, Encoder):
+        raise TypeError(
+            f"`encoder` must be a keras_towers.pretrained.Encoder. Received: {encoder!r}"
+        )
+    if encoder.modality not in MODALITIES:
+        raise ValueError(
+            f"`modality` must be one of {MODALITIES}. Received: {encoder.modality!r}"
+        )
+    if not callable(encoder.build_backbone):
+        raise TypeError(
+            f"`build_backbone` must be callable. Received: {encoder.build_backbone!r}"
+        )
+    if "#" in encoder.name:
+        raise ValueError(
+            f"An encoder name must not contain '#'. Received: {encoder.name!r}"
+        )
+    return ENCODERS.add(encoder.name, encoder)
+
+
+def get_encoder(name: str) -> Encoder:
+    """The registered `Encoder` called `name` (a clear error otherwise)."""
+    return ENCODERS.get(name)
+
+
+def names(modality: str | None = None) -> list[str]:
+    """Registered encoder names, optionally of one modality."""
+    return [
+        name
+        for name, encoder in ENCODERS.items()
+        if modality is None or encoder.modality == modality
+    ]
+
+
+def is_registered(source) -> bool:
+    return source in ENCODERS
+
+
+def _check_source(source) -> None:
+    if source in ENCODERS:
+        return
+    if isinstance(source, (str, os.PathLike)) and os.path.isdir(source):
+        if not os.path.isfile(os.path.join(source, "config.json")):
+            raise ValueError(
+                f"{source!r} is not a keras-hub backbone preset directory "
+                "(no config.json). Write one with `backbone.save_to_preset(dir)`."
+            )
+        return
+    raise ValueError(
+        f"Unknown pretrained encoder {source!r}: it is neither a registered "
+        f"name ({names() or 'none registered'}) nor a local keras-hub backbone "
+        "preset directory. Nothing is downloaded; register one with "
+        "`keras_towers.pretrained.register_encoder`."
+    )
+
+
+def load_backbone(source: str, name: str | None = None) -> keras.Model:
+    """The pretrained backbone of a source (registered name or preset dir).
+
+    Args:
+        source: str. A registered encoder name or a keras-hub backbone preset
+            directory.
+        name: str. Backbone name (default: the encoder's own default). Keep
+            names distinct within one model (variable paths on torch).
+    """
+    _check_source(source)
+    if source in ENCODERS:
+        encoder = ENCODERS.get(source)
+        return encoder.build_backbone(name or f"{encoder.short_name}_backbone")
+    kwargs = {"name": name} if name else {}
+    return keras_hub.models.Backbone.from_preset(os.fspath(source), **kwargs)
+
+
+def source_modality(source: str) -> str | None:
+    """`"image"` / `"text"` for a registered name, `None` for a directory."""
+    return ENCODERS.get(source).modality if source in ENCODERS else None
+
+
+def load_tower(
+    source: str,
+    modality: str | None = None,
+    pooling: str | None = None,
+    name: str | None = None,
+    backbone_name: str | None = None,
+    head: str | None = None,
+    projection_dim: int | None = None,
+    lock: bool | str = True,
+) -> ImageTower | TextTower:
+    """A tower over a pretrained backbone: pooled, with an optional head.
+
+    Args:
+        source: str. A registered encoder name or a keras-hub backbone preset
+            directory.
+        modality: `"image"` or `"text"`; required for a directory, checked
+            against a registered encoder.
+        pooling: str. Overrides the encoder's pooling (required for a
+            directory).
+        name: str. Tower name (default `"<modality>_tower"`).
+        backbone_name: str. Backbone name (default `"<name>_backbone"`).
+        head: `None` (the pooled feature is the output), `"linear"` or
+            `"mlp"`.
+        projection_dim: int. Output width of the head.
+        lock: `True` (default: the whole tower frozen), `"backbone"` (the
+            head trains) or `False`.
+
+    Example:
+
+    ```python
+    tower = keras_towers.pretrained.load_tower("all_minilm_l6_v2")
+    tower.output_dim  # 384
+    ```
+    """
+    _check_source(source)
+    registered = ENCODERS.get(source) if source in ENCODERS else None
+    if registered is not None:
+        if modality is not None and modality != registered.modality:
+            raise ValueError(
+                f"Encoder {source!r} is a {registered.modality} encoder; it "
+                f"cannot serve as a {modality} tower."
+            )
+        modality = registered.modality
+        pooling = pooling or registered.pooling
+    if modality not in MODALITIES:
+        raise ValueError(
+            f"The modality of {source!r} is unknown: pass `modality=` "
+            f"({MODALITIES}). Received: modality={modality!r}"
+        )
+    if pooling is None:
+        raise ValueError(
+            f"Pass `pooling=` for the backbone preset directory {source!r} "
+            "(e.g. 'mean' for conv nets, 'cls' for ViTs and BERT)."
+        )
+    name = name or f"{modality}_tower"
+    backbone = load_backbone(source, name=backbone_name or f"{name}_backbone")
+    tower_cls = ImageTower if modality == "image" else TextTower
+    tower = tower_cls(
+        backbone,
+        pooling=pooling,
+        head=head,
+        projection_dim=projection_dim,
+        name=name,
+    )
+    apply_lock(tower, lock)
+    return tower
+
+
+def apply_lock(tower, lock) -> None:
+    """Set a tower's trainable flags from a lock setting: `True` (frozen),
+    `"backbone"` (backbone frozen, head trained) or `False` (trained)."""
+    if not (lock is True or lock is False or lock == "backbone"):
+        raise ValueError(
+            "A lock must be True (lock the whole tower), 'backbone' (lock the "
+            f"backbone, train the head) or False. Received: {lock!r}"
+        )
+    if lock is True:
+        tower.trainable = False
+    elif lock == "backbone":
+        tower.trainable = True
+        tower.backbone.trainable = False
+    else:
+        tower.trainable = True

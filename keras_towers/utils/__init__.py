@@ -1,0 +1,1 @@
+"""Utilities below every other layer: registries, file helpers."""
