@@ -16,9 +16,9 @@ features, no training, `k=800`, `p=8`, the embedded corpus as anchors:
    ASIF's; `average`, CLIP's and `keras-towers eval`'s). Reference: 36.2% /
    31.7%.
 3. **The shipped preset's protocol.** Anchors = corpus train + validation
-   (what `presets/asif_lite0_minilm_embedded` holds), retrieval on the Tux
-   Paint test split (178 pairs) and the same zero-shot sets: the numbers
-   `keras-towers eval` should print for that preset.
+   (what `keras_towers/shipped_presets/asif_lite0_minilm_embedded` holds),
+   retrieval on the Tux Paint test split (178 pairs) and the same zero-shot
+   sets: the numbers `keras-towers eval` should print for that preset.
 
 Features are computed once per backend and cached under
 `$KERAS_TOWERS_DATA_DIR/features/` (keyed by encoder, preprocessing and the

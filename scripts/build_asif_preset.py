@@ -38,7 +38,9 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 NAME = "asif_lite0_minilm_embedded"
-DEFAULT_OUTPUT = Path(__file__).resolve().parent.parent / "presets" / NAME
+DEFAULT_OUTPUT = (
+    Path(__file__).resolve().parent.parent / "keras_towers" / "shipped_presets" / NAME
+)
 ANCHOR_SPLITS = ("train", "validation")
 #: The quick check stored in metadata.json and re-run by the tests.
 CHECK_TASK = "zeroshot:fashion-mnist"

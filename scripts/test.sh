@@ -12,7 +12,7 @@ passed=0
 failed=0
 for backend in jax torch tensorflow; do
   echo "=== KERAS_BACKEND=$backend ==="
-  if KERAS_BACKEND=$backend .venv/bin/python -m pytest -q -m "not slow" "$@"; then
+  if KERAS_BACKEND=$backend .venv/bin/python -m pytest -q -m "not slow and not packaging" "$@"; then
     passed=$((passed + 1))
   else
     failed=$((failed + 1))
@@ -25,7 +25,7 @@ echo "backends: $passed passed, $failed failed"
 slow_failed=0
 for backend in jax torch tensorflow; do
   echo "=== slow tests, KERAS_BACKEND=$backend ==="
-  KERAS_BACKEND=$backend .venv/bin/python -m pytest -q -m slow "$@"
+  KERAS_BACKEND=$backend .venv/bin/python -m pytest -q -m "slow and not packaging" "$@"
   rc=$?
   # 5: no slow test collected, which is not a failure.
   if [ "$rc" -ne 0 ] && [ "$rc" -ne 5 ]; then
@@ -33,4 +33,15 @@ for backend in jax torch tensorflow; do
     echo "slow tests on $backend FAILED"
   fi
 done
-[ "$failed" -eq 0 ] && [ "$slow_failed" -eq 0 ]
+# Packaging (build the wheel, install it into a fresh venv, load a shipped
+# preset from it): backend-independent, so one run, not one per backend.
+echo "=== packaging tests ==="
+.venv/bin/python -m pytest -q -m packaging "$@"
+rc=$?
+packaging_failed=0
+# 5: no packaging test collected, which is not a failure.
+if [ "$rc" -ne 0 ] && [ "$rc" -ne 5 ]; then
+  packaging_failed=1
+  echo "packaging tests FAILED"
+fi
+[ "$failed" -eq 0 ] && [ "$slow_failed" -eq 0 ] && [ "$packaging_failed" -eq 0 ]

@@ -4,7 +4,8 @@
 
 Trains `keras_towers.CLIP.tiny()` from scratch on procedurally drawn shapes
 (`keras_towers.datasets.make_shapes`, seed 0), measures zero-shot accuracy on
-new shapes (seed 1) and writes `presets/shapes_clip_tiny/` with its card.
+new shapes (seed 1) and writes `keras_towers/shipped_presets/shapes_clip_tiny/`
+with its card.
 """
 
 import argparse
@@ -35,7 +36,10 @@ def main():
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--learning-rate", type=float, default=1e-3)
     parser.add_argument(
-        "--output", default=os.path.join(ROOT, "presets", "shapes_clip_tiny")
+        "--output",
+        default=os.path.join(
+            ROOT, "keras_towers", "shipped_presets", "shapes_clip_tiny"
+        ),
     )
     args = parser.parse_args()
 
