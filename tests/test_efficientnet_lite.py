@@ -16,9 +16,9 @@ from keras_hub.utils import imagenet_id_to_name
 from PIL import Image
 
 import keras_towers
-from keras_towers.converters import efficientnet_lite as converter
 from keras_towers.efficientnet_lite import EfficientNetLiteBackbone
 from keras_towers.efficientnet_lite import block_specs
+from keras_towers.pretrained import efficientnet_lite as converter
 
 # Real photos bundled with installed packages, plus two Tux Paint drawings
 # (RGBA, composited onto white by the preprocessor).

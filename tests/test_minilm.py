@@ -8,7 +8,7 @@ import torch
 from transformers import AutoModel
 from transformers import AutoTokenizer
 
-from keras_towers.converters import minilm
+from keras_towers.pretrained import minilm
 
 SENTENCES = [
     "A man is playing a guitar.",

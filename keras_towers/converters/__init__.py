@@ -1,34 +1,11 @@
-"""Converters from external checkpoint formats, keyed by `model_type`.
+"""Converters from external checkpoint formats.
 
-`keras_towers.<Method>.from_preset(dir)` hands a directory whose `config.json`
-carries a `model_type` (the transformers layout) to the converter registered
-for that type. Register new ones with `register_converter`.
+Converters sit above models in the layering: they build keras_towers models
+from other libraries' checkpoint directories. Each converter module registers
+its loaders in `keras_towers.presets.FORMAT_LOADERS` (with
+`keras_towers.presets.register_format(model_type)`) when imported, so
+`keras_towers.<Method>.from_preset(dir)` can hand a directory whose
+`config.json` carries that `model_type` to it.
 """
 
-from __future__ import annotations
-
-from collections.abc import Callable
-
-_CONVERTERS: dict[str, Callable] = {}
-
-
-def register_converter(model_type: str):
-    """Register `fn(path, cls, load_weights, **kwargs) -> model`."""
-
-    def decorator(fn):
-        _CONVERTERS[model_type] = fn
-        return fn
-
-    return decorator
-
-
-def get(model_type: str) -> Callable:
-    if model_type not in _CONVERTERS:
-        raise ValueError(
-            f"No converter for checkpoints of model_type {model_type!r}. "
-            f"Supported: {sorted(_CONVERTERS)}."
-        )
-    return _CONVERTERS[model_type]
-
-
-from keras_towers.converters import transformers_clip  # noqa: E402,F401
+from keras_towers.converters import transformers_clip  # noqa: F401
