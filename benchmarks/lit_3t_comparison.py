@@ -114,10 +114,10 @@ def _recorded_seconds(output: Path) -> float:
 
 
 def evaluate(output: Path, limit: int | None) -> dict:
-    from keras_towers import presets
+    from keras_towers import ContrastiveModel
     from keras_towers import tasks
 
-    model = presets.load_any(str(output))
+    model = ContrastiveModel.from_preset(str(output))  # the class the preset records
     metrics = {}
     for task in TASKS:
         options = {"limit": limit} if task.startswith("zeroshot") else {}

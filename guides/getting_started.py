@@ -36,6 +36,8 @@ history = model.fit(dataset, epochs=epochs, verbose=2)
 preset_dir = os.path.join(tempfile.mkdtemp(), "shapes_clip")
 model.save_to_preset(preset_dir, description="CLIP on drawn shapes (guide)")
 restored = keras_towers.CLIP.from_preset(preset_dir)
+# `keras_towers.ContrastiveModel.from_preset(path_or_name)` loads any preset
+# as the class it records (CLIP, LiT, ThreeTowers, ASIF, ...).
 
 # 4. Zero-shot classification: embed one prompt per class, pick the closest.
 class_names = keras_towers.datasets.shape_class_names()

@@ -42,12 +42,11 @@ image_tower = clip.image_tower
 
 # 2. LiT "Lu": that image tower Locked, a new text tower trained from scratch
 #    ("u"). The locked tower's weights will not change during `fit`.
-text_tower = keras_towers.TextTower.transformer(
-    vocabulary_size=clip.preprocessor.tokenizer.vocabulary_size(),
-    sequence_length=clip.preprocessor.sequence_length,
-    width=32,
-    num_layers=2,
-    num_heads=2,
+#    The text tower is the library's named "tiny" from-scratch transformer
+#    (`keras_towers.from_scratch.CONFIGS`), over the CLIP's tokenizer.
+text_tower = keras_towers.from_scratch.text_tower(
+    "tiny",
+    clip.preprocessor,
     projection_dim=image_tower.output_dim,
     name="lit_text_tower",
 )
@@ -78,9 +77,11 @@ chance = 1 / len(class_names)
 print(f"zero-shot accuracy on 120 new images: {accuracy:.1%} (chance {chance:.1%})")
 
 # 5. The real thing: the `lit` recipe locks the packaged ImageNet
-#    EfficientNet-Lite0, referenced by name (`image_tower_preset=
-#    "efficientnet_lite0_imagenet"`), so a saved LiT preset stores only the
-#    text tower. Train it on the embedded corpus with
+#    EfficientNet-Lite0, referenced by the name of a pretrained encoder
+#    (`image_tower_source="efficientnet_lite0_imagenet"`; see
+#    `keras_towers.pretrained.names()`), so a saved LiT preset stores only the
+#    text tower; without a `preprocessor`, LiT then uses that encoder's own
+#    image preprocessing. Train it on the embedded corpus with
 #
 #        keras-towers train --method lit --data embedded --epochs 20 \
 #            --learning-rate 1e-3 --output runs/lit
@@ -90,7 +91,7 @@ print(f"zero-shot accuracy on 120 new images: {accuracy:.1%} (chance {chance:.1%
 #    A text tower trained from scratch on ~2k captions never learns the words
 #    of new classes, so that preset stays near chance on zero-shot sets. The
 #    `lit-minilm` recipe locks the pretrained all-MiniLM-L6-v2 text backbone
-#    too (`text_backbone_preset="all_minilm_l6_v2"`, referenced, not stored)
+#    too (`text_tower_source="all_minilm_l6_v2"`, referenced, not stored)
 #    and trains only a linear text head into the frozen image space:
 #
 #        keras-towers train --method lit-minilm --data embedded --epochs 20 \

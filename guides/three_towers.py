@@ -37,42 +37,33 @@ teacher.fit(
     verbose=0,
 )
 
-# 2. 3T: new f and g from scratch, h attached (locked, untracked). h reads
-#    its own image preprocessing through `third_image_converter`.
-preprocessor = keras_towers.ContrastivePreprocessor.default(
-    image_size=32, sequence_length=16
-)
+# 2. 3T: new f and g from scratch (the library's named "tiny" architecture),
+#    h attached (locked, untracked). h reads its own image preprocessing
+#    through `third_image_converter`.
+parts = keras_towers.from_scratch.build("tiny", image_size=32, name_prefix="student_")
+preprocessor = parts.preprocessor
 preprocessor.third_image_converter = teacher.preprocessor.image_converter
-image_tower = keras_towers.ImageTower.vit(
-    image_size=32,
-    patch_size=8,
-    width=32,
-    num_layers=2,
-    num_heads=2,
-    projection_dim=32,
-    name="f_tower",
-)
-text_tower = keras_towers.TextTower.transformer(
-    vocabulary_size=preprocessor.tokenizer.vocabulary_size(),
-    sequence_length=16,
-    width=32,
-    num_layers=2,
-    num_heads=2,
-    projection_dim=32,
-    name="g_tower",
-)
-# h is referenced by a registered name (stored in the config instead of its
-# weights); here the name maps to the teacher's backbone, pooled at its CLS
-# token. A keras-hub backbone preset directory works too.
-keras_towers.models.three_towers.register_backbone_preset(
-    "guide_shapes_teacher", lambda: teacher.image_tower.backbone
+# h is referenced by the name of a pretrained encoder (stored in the config
+# instead of its weights). Register the teacher's backbone as one, pooled at
+# its CLS token; a keras-hub backbone preset directory works too, unregistered.
+keras_towers.pretrained.register_encoder(
+    keras_towers.pretrained.Encoder(
+        name="guide_shapes_teacher",
+        modality="image",
+        build_backbone=lambda name: teacher.image_tower.backbone,
+        pooling="cls",
+        output_dim=teacher.image_tower.feature_dim,
+        short_name="teacher",
+        image_size=32,
+        preprocessing=lambda: teacher.preprocessor.image_converter,
+        description="the guide's tiny CLIP image tower, trained on shapes",
+    )
 )
 model = keras_towers.ThreeTowers(
-    image_tower,
-    text_tower,
+    parts.image_tower,
+    parts.text_tower,
     preprocessor,
-    third_tower_preset="guide_shapes_teacher",
-    third_pooling="cls",
+    third_tower_source="guide_shapes_teacher",  # pooling: the encoder's own
 )
 
 # 3. h is frozen and needs no augmentation: compute its features once. The
@@ -105,8 +96,9 @@ chance = 1 / len(class_names)
 print(f"zero-shot accuracy on 120 new images: {accuracy:.1%} (chance {chance:.1%})")
 
 # 5. The real thing: the `three-towers` recipe references the packaged
-#    ImageNet EfficientNet-Lite0 as `third_tower_preset=
-#    "efficientnet_lite0_imagenet"` (224 px, its features cached once):
+#    ImageNet EfficientNet-Lite0 as `third_tower_source=
+#    "efficientnet_lite0_imagenet"` (224 px, its features cached once; see
+#    `keras_towers.pretrained.names("image")` for the registered encoders):
 #
 #        keras-towers train --method three-towers --data embedded --epochs 20 \
 #            --learning-rate 1e-3 --output runs/3t

@@ -12,6 +12,16 @@ import sys
 import time
 from pathlib import Path
 
+from keras_towers import datasets
+from keras_towers import evaluation
+from keras_towers import presets
+from keras_towers import recipes
+from keras_towers import tasks
+from keras_towers.datasets import read_image
+from keras_towers.evaluation import report
+from keras_towers.models import ContrastiveModel
+from keras_towers.utils.io import write_json
+
 DESCRIPTION = """\
 keras_towers: contrastive vision-language models on JAX, PyTorch or TensorFlow.
 
@@ -90,7 +100,6 @@ def build_parser() -> argparse.ArgumentParser:
     listing.set_defaults(func=cmd_presets_list)
 
     # --- train ---
-    from keras_towers import recipes
 
     train = commands.add_parser(
         "train",
@@ -218,14 +227,12 @@ def main(argv=None) -> int:
 
 
 def cmd_data_prepare(args) -> int:
-    from keras_towers import datasets
 
     summary = datasets.prepare(data_dir=args.data_dir, verbose=True)
     return 0 if summary is not None else 1
 
 
 def cmd_presets_list(args) -> int:
-    from keras_towers import presets
 
     entries = presets.all_presets()
     if not entries:
@@ -261,15 +268,11 @@ def _fmt(value) -> str:
 
 def load_model(preset: str):
     """Load any keras_towers model from a preset name or directory."""
-    from keras_towers.models import ContrastiveModel
 
     return ContrastiveModel.from_preset(preset)
 
 
 def cmd_eval(args) -> int:
-    from keras_towers import presets
-    from keras_towers import tasks
-    from keras_towers.training import write_json
 
     for task in args.task:
         tasks.parse(task)  # fail fast on a typo, before loading anything
@@ -343,7 +346,6 @@ def _print_table(rows) -> None:
 
 
 def _report_task(report_dir: Path, preset: str, result: dict) -> None:
-    from keras_towers.evaluation import report
 
     report_dir.mkdir(parents=True, exist_ok=True)
     stem = f"{Path(preset).name}_{result['task'].replace(':', '_').replace('/', '_')}"
@@ -360,7 +362,6 @@ def _report_task(report_dir: Path, preset: str, result: dict) -> None:
 
 
 def _plot_retrieval(report_dir: Path, stem: str, result: dict, n_queries: int = 8):
-    from keras_towers.evaluation import report
 
     rankings = result["rankings"]
     images, captions = result["images"], result["captions"]
@@ -386,8 +387,6 @@ def _index_or_none(items: list, value):
 
 
 def cmd_zero_shot(args) -> int:
-    from keras_towers import evaluation
-    from keras_towers.datasets import read_image
 
     classes = [c.strip() for c in args.classes.split(",") if c.strip()]
     if len(classes) < 2:
@@ -431,9 +430,6 @@ def _read_history(path: Path) -> dict:
 def cmd_train(args) -> int:
     import keras
 
-    from keras_towers import recipes
-    from keras_towers import tasks
-    from keras_towers.training import write_json
 
     for task in args.eval:
         tasks.parse(task)
@@ -523,7 +519,6 @@ def cmd_train(args) -> int:
     if metrics:
         _print_table([(str(output), task, m) for task, m in metrics.items()])
     if args.report:
-        from keras_towers.evaluation import report
 
         report_dir = Path(args.report)
         report_dir.mkdir(parents=True, exist_ok=True)

@@ -9,10 +9,7 @@ uninterrupted one. Here the order of epoch `e` is a pure function of
 
 from __future__ import annotations
 
-import json
-import os
 import time
-from pathlib import Path
 
 import keras
 import numpy as np
@@ -201,21 +198,3 @@ def train(
     result = dict(history.history)
     result["seconds"] = time.perf_counter() - start
     return result
-
-
-def write_json(path, obj) -> None:
-    """Write `obj` as indented JSON (NumPy scalars and arrays converted)."""
-    path = Path(path)
-    if path.parent:
-        os.makedirs(path.parent, exist_ok=True)
-    path.write_text(
-        json.dumps(obj, indent=2, sort_keys=True, default=_to_builtin) + "\n"
-    )
-
-
-def _to_builtin(value):
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    raise TypeError(f"Not JSON serialisable: {type(value).__name__}")

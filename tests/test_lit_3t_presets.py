@@ -7,11 +7,11 @@ import pytest
 
 import keras_towers
 from keras_towers import presets
+from keras_towers import pretrained
 from keras_towers import recipes
 from keras_towers import training
-from keras_towers.converters.efficientnet_lite import efficientnet_lite_image_converter
-from keras_towers.converters.efficientnet_lite import load_efficientnet_lite
-from keras_towers.models.three_towers import load_backbone
+from keras_towers.pretrained.efficientnet_lite import efficientnet_lite_image_converter
+from keras_towers.pretrained.efficientnet_lite import load_efficientnet_lite
 
 LIT = "lit_lite0_embedded"
 THREE_TOWERS = "three_towers_lite0_embedded"
@@ -48,7 +48,7 @@ def test_shipped_presets_are_listed_by_class():
 
 def test_lit_preset_loads_by_name_and_references_the_frozen_tower():
     model = keras_towers.LiT.from_preset(LIT)
-    assert model.image_tower_preset == "efficientnet_lite0_imagenet"
+    assert model.image_tower_source == "efficientnet_lite0_imagenet"
     assert not model.image_tower.trainable
     images = _images()
     image_embeddings = model.encode_images(images)
@@ -86,7 +86,7 @@ def test_lit_preset_weights_do_not_contain_the_frozen_tower():
 def test_three_towers_preset_loads_by_name_without_its_third_tower():
     model = keras_towers.ThreeTowers.from_preset(THREE_TOWERS)
     assert model.get_third_tower() is None
-    assert model.third_tower_preset == "efficientnet_lite0_imagenet"
+    assert model.third_tower_source == "efficientnet_lite0_imagenet"
     image_embeddings = model.encode_images(_images())
     text_embeddings = model.encode_texts(["a red apple", "a cat"])
     assert image_embeddings.shape == (3, 128)
@@ -105,17 +105,69 @@ def test_three_towers_preset_reloads_its_third_tower_by_reference():
 
 
 def test_registered_frozen_backbone_loads_offline():
-    backbone = load_backbone("efficientnet_lite0_imagenet")
+    backbone = pretrained.load_backbone("efficientnet_lite0_imagenet")
     assert backbone.count_params() > 3_000_000
 
 
-def test_lit_image_tower_preset_rejects_an_unlocked_tower():
+def test_lit_image_tower_source_rejects_an_unlocked_tower():
     with pytest.raises(ValueError, match="fully locked"):
         keras_towers.LiT(
-            image_tower_preset="efficientnet_lite0_imagenet", lock_image=False
+            image_tower_source="efficientnet_lite0_imagenet", lock_image=False
         )
-    with pytest.raises(ValueError, match="`image_tower` or `image_tower_preset`"):
+    with pytest.raises(ValueError, match="`image_tower` or `image_tower_source`"):
         keras_towers.LiT()
+    with pytest.raises(ValueError, match="Unknown pretrained encoder 'no_such'"):
+        keras_towers.LiT(image_tower_source="no_such")
+    with pytest.raises(ValueError, match="is a text encoder"):
+        keras_towers.LiT(image_tower_source="all_minilm_l6_v2")
+
+
+def test_every_registered_image_encoder_serves_lit_and_three_towers():
+    # One registry: the names ASIF accepts are the names LiT and 3T accept.
+    image_encoders = pretrained.names("image")
+    assert {
+        "efficientnet_lite0_imagenet",
+        "efficientnet_lite1_imagenet",
+        "efficientnet_lite2_imagenet",
+    } <= set(image_encoders)
+    images = _images(2, size=40)
+    for name in image_encoders:
+        encoder = pretrained.get_encoder(name)
+        lit = keras_towers.LiT(image_tower_source=name)
+        # The default preprocessing is the encoder's own (size, normalisation).
+        assert lit.preprocessor.image_converter.image_size == (
+            encoder.image_size,
+            encoder.image_size,
+        )
+        assert lit.encode_images(images).shape == (2, encoder.output_dim)
+        assert lit.encode_texts(["a cat"]).shape == (1, encoder.output_dim)
+    # 3T takes the same names (Lite1 was LiT's "Unknown backbone preset" bug).
+    parts = keras_towers.from_scratch.build("tiny", 32)
+    three = keras_towers.ThreeTowers(
+        parts.image_tower,
+        parts.text_tower,
+        parts.preprocessor,
+        third_tower_source="efficientnet_lite1_imagenet",
+    )
+    assert three.get_third_tower().output_dim == 1280
+    assert three.encode_images(images).shape == (2, 32)
+
+
+def test_old_source_keywords_are_still_accepted():
+    model = keras_towers.LiT(
+        image_tower_preset="efficientnet_lite0_imagenet",
+        text_backbone_preset="all_minilm_l6_v2",
+        lock_text="backbone",
+    )
+    assert model.image_tower_source == "efficientnet_lite0_imagenet"
+    assert model.text_tower_source == "all_minilm_l6_v2"
+    config = model.get_config()
+    assert "image_tower_preset" not in config and "text_backbone_preset" not in config
+    with pytest.raises(ValueError, match="old name of `image_tower_source`"):
+        keras_towers.LiT(
+            image_tower_preset="efficientnet_lite0_imagenet",
+            image_tower_source="efficientnet_lite1_imagenet",
+        )
 
 
 def test_frozen_recipes_check_the_image_size():
@@ -185,7 +237,7 @@ def test_lit_minilm_recipe_trains_only_the_text_head_and_temperature():
 
 def test_referenced_text_backbone_is_left_out_of_the_preset(tmp_path):
     model = recipes.get("lit-minilm").build()
-    assert model.text_backbone_preset == "all_minilm_l6_v2"
+    assert model.text_tower_source == "all_minilm_l6_v2"
     # Give the trained head recognisable weights, then round-trip.
     kernel = model.text_tower.projection.kernel
     kernel.assign(np.full(kernel.shape, 0.01, "float32"))
@@ -204,20 +256,20 @@ def test_referenced_text_backbone_is_left_out_of_the_preset(tmp_path):
     )
 
 
-def test_text_backbone_preset_needs_a_locked_backbone_and_no_text_tower():
+def test_text_tower_source_needs_a_locked_backbone_and_no_text_tower():
     with pytest.raises(ValueError, match="must be locked"):
         keras_towers.LiT(
-            image_tower_preset="efficientnet_lite0_imagenet",
-            text_backbone_preset="all_minilm_l6_v2",
+            image_tower_source="efficientnet_lite0_imagenet",
+            text_tower_source="all_minilm_l6_v2",
             lock_text=False,
         )
     with pytest.raises(ValueError, match="not both"):
         keras_towers.LiT(
-            image_tower_preset="efficientnet_lite0_imagenet",
+            image_tower_source="efficientnet_lite0_imagenet",
             text_tower=keras_towers.TextTower.transformer(
                 vocabulary_size=260, sequence_length=8, projection_dim=8
             ),
-            text_backbone_preset="all_minilm_l6_v2",
+            text_tower_source="all_minilm_l6_v2",
             lock_text=True,
         )
 
@@ -226,7 +278,7 @@ def test_shipped_lit_minilm_preset_loads_by_name_and_stores_only_its_head():
     name = "lit_lite0_minilm_embedded"
     assert name in keras_towers.LiT.presets
     model = keras_towers.LiT.from_preset(name)
-    assert model.text_backbone_preset == "all_minilm_l6_v2"
+    assert model.text_tower_source == "all_minilm_l6_v2"
     assert not model.text_tower.backbone.trainable
     stored = _stored_arrays(
         presets.resolve(keras_towers.LiT, name) / "model.weights.h5"

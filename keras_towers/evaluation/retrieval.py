@@ -15,7 +15,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_towers.evaluation import _inputs
-from keras_towers.evaluation.zero_shot import l2_normalize
+from keras_towers.ops import l2_normalize_numpy as l2_normalize
 
 TEXT_BATCH_SIZE = 256
 

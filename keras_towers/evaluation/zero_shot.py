@@ -18,15 +18,9 @@ import numpy as np
 from keras_towers.evaluation import _inputs
 from keras_towers.evaluation.templates import fill_templates
 from keras_towers.evaluation.templates import get_templates
+from keras_towers.ops import l2_normalize_numpy as l2_normalize
 
 DEFAULT_LOGIT_SCALE = 100.0
-
-
-def l2_normalize(x: np.ndarray, epsilon: float = 1e-12) -> np.ndarray:
-    """Rows of `x` scaled to unit L2 norm (all-zero rows stay zero)."""
-    x = np.asarray(x, dtype="float32")
-    norm = np.linalg.norm(x, axis=-1, keepdims=True)
-    return x / np.maximum(norm, epsilon)
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:

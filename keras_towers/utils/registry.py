@@ -81,8 +81,8 @@ class Registry:
         key = self._normalize(name) if isinstance(name, str) else name
         if key not in self._entries:
             message = (
-                f"Unknown {self.kind} {name!r}. Registered: "
-                f"{self.names() or 'none yet'}."
+                f"Unknown {self.kind} {name!r}. Known: "
+                f"{self.names() or 'none registered yet'}."
             )
             raise ValueError(f"{message} {self.hint}".rstrip())
         return self._entries[key]
