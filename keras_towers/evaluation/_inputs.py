@@ -14,9 +14,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-IMAGE_KEY = "images"
+from keras_towers.preprocessing import IMAGE_KEY
+from keras_towers.preprocessing import TEXT_KEY
+
 LABEL_KEY = "labels"
-TEXT_KEY = "texts"
 
 
 def check_model(model) -> None:
