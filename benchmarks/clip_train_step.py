@@ -16,12 +16,14 @@ projections without bias, learned logit scale), the same parameter count
 0.9/0.98, eps 1e-6, weight decay 0.2 on matrices only).
 
 `KERAS_BACKEND` is read once per process, so this script is a driver that
-starts one long-lived worker subprocess per contender. Each worker builds its
-model, warms up (tracing / XLA compilation happen here) and then waits for
-commands on stdin. The driver runs `--rounds` rounds; in every round each
-worker (in rotating order) times `--steps` steps, one at a time, blocking on
-the loss after each step. Interleaving the blocks spreads machine-load drift
-over all contenders equally.
+starts one long-lived worker subprocess per contender (this script again, with
+`--worker`). Each worker builds its model and warms up (tracing / XLA
+compilation happen here); then the driver runs `--rounds` rounds in which each
+worker, in rotating order, times `--steps` steps, blocking on the loss after
+each (interleaving spreads machine-load drift over all contenders). The
+worker protocol, the interleaved rounds, the matmul-peak probe and
+the waiting for a quiet CPU are in `_harness.py`, shared with other
+benchmarks.
 
 The fraction of peak relates the analytic training FLOPs per step
 (3 x forward matmul/conv FLOPs of both towers and the B x B logits) to the
@@ -60,15 +62,16 @@ import argparse
 import json
 import math
 import os
-import platform
 import runpy
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 
-PROTOCOL_PREFIX = "@@bench "
+# The harness sits next to this script; workers also run it as a script.
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import _harness as harness  # noqa: E402
+
 LEARNING_RATE = 5e-4
 BETAS = (0.9, 0.98)
 EPSILON = 1e-6
@@ -233,63 +236,12 @@ def forward_flops(args) -> dict:
     return {"vision": vision, "text": text, "logits": logits}
 
 
-def restrict_threads(threads: int) -> None:
-    """Pin this process to `threads` cores before any framework import."""
-    cpus = sorted(os.sched_getaffinity(0))
-    if threads < len(cpus):
-        os.sched_setaffinity(0, set(cpus[:threads]))
-
-
-def _protocol_channel():
-    """Keep the real stdout for protocol lines; send all else to stderr."""
-    channel = os.fdopen(os.dup(1), "w", buffering=1)
-    os.dup2(2, 1)
-    sys.stdout = sys.stderr
-    return channel
-
-
-def _send(channel, payload: dict) -> None:
-    channel.write(PROTOCOL_PREFIX + json.dumps(payload) + "\n")
-    channel.flush()
-
-
-def _serve(channel, step, info: dict, warmup: int) -> None:
-    """Warm up, report, then time blocks of steps on request."""
-    t0 = time.perf_counter()
-    first_loss = step()
-    first = time.perf_counter() - t0
-    for _ in range(max(warmup - 1, 0)):
-        step()
-    info.update(
-        first_step_s=first,
-        warmup_s=time.perf_counter() - t0,
-        first_loss=first_loss,
-    )
-    _send(channel, {"ready": info})
-    for line in sys.stdin:
-        command = line.split()
-        if not command:
-            continue
-        if command[0] == "quit":
-            break
-        if command[0] == "run":
-            times, loss = [], None
-            cpu = time.process_time()
-            for _ in range(int(command[1])):
-                t = time.perf_counter()
-                loss = step()
-                times.append(time.perf_counter() - t)
-            cpu = time.process_time() - cpu
-            _send(channel, {"times": times, "loss": loss, "cpu_s": cpu})
-    channel.close()
-
-
 # === Workers ===
 
 
 def keras_worker(args) -> None:
-    channel = _protocol_channel()
-    restrict_threads(args.threads)
+    channel = harness._protocol_channel()
+    harness.restrict_threads(args.threads)
     os.environ["KERAS_BACKEND"] = args.backend
     jit_compile = JIT_MODES[args.jit]
     if args.backend == "torch":
@@ -402,7 +354,7 @@ def keras_worker(args) -> None:
         import tensorflow as tf
 
         info["framework"] += f", tensorflow {tf.__version__}"
-    _serve(channel, step, info, args.warmup)
+    harness._serve(channel, step, info, args.warmup)
 
 
 def transformers_config(args):
@@ -446,8 +398,8 @@ def transformers_config(args):
 
 
 def transformers_worker(args) -> None:
-    channel = _protocol_channel()
-    restrict_threads(args.threads)
+    channel = harness._protocol_channel()
+    harness.restrict_threads(args.threads)
     import torch
     import transformers
     from torch.utils.flop_counter import FlopCounterMode
@@ -493,130 +445,27 @@ def transformers_worker(args) -> None:
         "torch_threads": torch.get_num_threads(),
         "flop_counter_train_flops": int(counter.get_total_flops()),
     }
-    _serve(channel, step, info, args.warmup)
-
-
-def peak_worker(args) -> None:
-    """Best-of fp32 square-matmul GFLOP/s in torch, NumPy and JAX (XLA).
-
-    The libraries differ a lot on one CPU (MKL/oneDNN, OpenBLAS, XLA's own
-    kernels), so the peak is the best any of them reaches.
-    """
-    channel = _protocol_channel()
-    restrict_threads(args.threads)
-    os.environ.setdefault("JAX_PLATFORMS", "cpu")
-    import jax
-    import torch
-
-    torch.set_num_threads(args.threads)
-    jax_matmul = jax.jit(lambda a, b: a @ b)
-
-    def runners(a, b):
-        a_np, b_np = a.numpy(), b.numpy()
-        a_jax, b_jax = jax.numpy.asarray(a_np), jax.numpy.asarray(b_np)
-        return {
-            "torch": lambda: torch.mm(a, b),
-            "numpy": lambda: a_np @ b_np,
-            "jax": lambda: jax_matmul(a_jax, b_jax).block_until_ready(),
-        }
-
-    result = {}
-    for n in (1024, 2048):
-        for name, fn in runners(torch.randn(n, n), torch.randn(n, n)).items():
-            fn()
-            best = min(_timed(fn) for _ in range(8))
-            result[f"{name}_{n}"] = 2 * n**3 / best / 1e9
-    _send(channel, result)
-    channel.close()
-
-
-def _timed(fn) -> float:
-    t = time.perf_counter()
-    fn()
-    return time.perf_counter() - t
+    harness._serve(channel, step, info, args.warmup)
 
 
 # === Driver ===
 
 
 def worker_command(args, kind, backend=None, jit="auto", setup=None):
-    command = [sys.executable, os.path.abspath(__file__), "--worker", kind]
+    """This script as a `--worker KIND` subprocess with the model flags."""
+    flags = ["--worker", kind]
     for flag in MODEL_FLAGS:
-        command += [f"--{flag.replace('_', '-')}", str(getattr(args, flag))]
+        flags += [f"--{flag.replace('_', '-')}", str(getattr(args, flag))]
     if backend is not None:
-        command += ["--backend", backend, "--jit", jit]
+        flags += ["--backend", backend, "--jit", jit]
     if setup is not None:
-        command += ["--setup", os.path.abspath(setup)]
-    return command
-
-
-class Worker:
-    def __init__(self, name, command, env, log_path):
-        self.name = name
-        self.log_path = log_path
-        self.log = open(log_path, "w")
-        self.proc = subprocess.Popen(
-            command,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=self.log,
-            env=env,
-            text=True,
-            bufsize=1,
-        )
-        self.info = None
-        self.times = []
-        self.foreign = []
-        self.waited_s = 0.0
-        self.discarded = 0
-        self.variant = False
-
-    def receive(self) -> dict:
-        for line in self.proc.stdout:
-            if line.startswith(PROTOCOL_PREFIX):
-                return json.loads(line[len(PROTOCOL_PREFIX) :])
-        self.proc.wait()
-        self.log.flush()
-        with open(self.log_path) as f:
-            tail = f.read()[-4000:]
-        raise RuntimeError(
-            f"worker {self.name!r} exited with code {self.proc.returncode}; "
-            f"log {self.log_path}:\n{tail}"
-        )
-
-    def send(self, text: str) -> None:
-        self.proc.stdin.write(text + "\n")
-        self.proc.stdin.flush()
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            try:
-                self.send("quit")
-                self.proc.wait(timeout=60)
-            except (BrokenPipeError, subprocess.TimeoutExpired):
-                self.proc.kill()
-                self.proc.wait()
-        self.log.close()
-
-
-def _env(backend=None):
-    env = dict(os.environ)
-    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    env.setdefault("PYTHONUNBUFFERED", "1")
-    if backend is not None:
-        env["KERAS_BACKEND"] = backend
-    return env
+        flags += ["--setup", os.path.abspath(setup)]
+    return harness.worker_command(__file__, flags)
 
 
 def measure_peak(args, log_dir, tag) -> dict:
-    wait_for_quiet(args.quiet_wait)
-    log_path = os.path.join(log_dir, f"peak_{tag}.log")
-    worker = Worker("peak", worker_command(args, "peak"), _env(), log_path)
-    try:
-        return worker.receive()
-    finally:
-        worker.proc.wait()
-        worker.log.close()
+    command = worker_command(args, "peak")
+    return harness.measure_peak(command, log_dir, tag, args.quiet_wait)
 
 
 def parse_contenders(spec: str):
@@ -642,65 +491,24 @@ def parse_contenders(spec: str):
     return contenders
 
 
-def cpu_jiffies():
-    """(busy, total) jiffies over all CPUs, from /proc/stat."""
-    with open("/proc/stat") as f:
-        fields = [int(v) for v in f.readline().split()[1:]]
-    idle = fields[3] + fields[4]  # idle + iowait
-    total = sum(fields[:8])  # excludes guest time, counted in user
-    return total - idle, total
-
-
-def busy_fraction(seconds: float) -> float:
-    """Fraction of all CPUs busy over a short window."""
-    b0, t0 = cpu_jiffies()
-    time.sleep(seconds)
-    b1, t1 = cpu_jiffies()
-    return (b1 - b0) / max(t1 - t0, 1)
-
-
-def wait_for_quiet(max_wait: float, threshold: float = 0.15) -> float:
-    """Wait (up to `max_wait` s) until other processes leave the CPUs idle."""
-    start = time.perf_counter()
-    while time.perf_counter() - start < max_wait:
-        if busy_fraction(0.25) <= threshold:
-            break
-    return time.perf_counter() - start
-
-
-def quantiles(values):
-    q = statistics.quantiles(values, n=4, method="inclusive")
-    return q[0], statistics.median(values), q[2]
-
-
-def machine_info() -> dict:
-    cpu = platform.processor()
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    return {
-        "cpu": cpu,
-        "nproc": os.cpu_count(),
-        "affinity": len(os.sched_getaffinity(0)),
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-    }
-
-
 def run_driver(args) -> dict:
-    contenders = parse_contenders(args.backends)
+    contenders = []
+    for name, backend, mode, setup in parse_contenders(args.backends):
+        contenders.append(
+            harness.Contender(
+                name,
+                worker_command(args, "keras", backend, mode, setup),
+                harness._env(backend),
+                variant=mode != "auto" or setup is not None,
+            )
+        )
     if not args.no_transformers:
-        contenders.append(("transformers", None, None, None))
+        command = worker_command(args, "transformers")
+        contenders.append(harness.Contender("transformers", command, harness._env()))
     if not contenders:
         raise SystemExit("nothing to benchmark")
-    log_dir = args.log_dir or tempfile.mkdtemp(prefix="clip_train_step_")
-    os.makedirs(log_dir, exist_ok=True)
-    machine = machine_info()
+    log_dir = harness.make_log_dir(args.log_dir, "clip_train_step_")
+    machine = harness.machine_info()
     flops = forward_flops(args)
     train_flops = 3 * sum(flops.values())
     print(
@@ -711,61 +519,35 @@ def run_driver(args) -> dict:
     t_start = time.perf_counter()
     peaks = [measure_peak(args, log_dir, "before")]
 
-    workers = []
-    try:
-        for name, backend, mode, setup in contenders:
-            kind = "transformers" if backend is None else "keras"
-            command = worker_command(args, kind, backend, mode or "auto", setup)
-            log_name = "".join(ch if ch.isalnum() else "_" for ch in name)
-            log_path = os.path.join(log_dir, log_name + ".log")
-            workers.append(Worker(name, command, _env(backend), log_path))
-            workers[-1].variant = backend is not None and (
-                mode != "auto" or setup is not None
-            )
+    def print_ready(worker):
+        info = worker.info
+        print(
+            f"  ready {worker.name:<28} params={info['params']:,} "
+            f"first step {info['first_step_s']:.1f}s "
+            f"loss0={info['first_loss']:.3f}",
+            flush=True,
+        )
+
+    with harness.worker_pool(contenders, log_dir) as workers:
         # Warm-up runs concurrently; timing only starts once all are ready.
-        for worker in workers:
-            worker.info = worker.receive()["ready"]
-            info = worker.info
-            print(
-                f"  ready {worker.name:<28} params={info['params']:,} "
-                f"first step {info['first_step_s']:.1f}s "
-                f"loss0={info['first_loss']:.3f}",
-                flush=True,
-            )
+        harness.wait_ready(workers, print_ready)
         params = {w.name: w.info["params"] for w in workers}
         if len(set(params.values())) != 1:
             raise SystemExit(f"parameter counts differ: {params}")
-        hz = os.sysconf("SC_CLK_TCK")
-        ncpu = os.cpu_count()
-        for r in range(args.rounds):
-            shift = r % len(workers)
-            for worker in workers[shift:] + workers[:shift]:
-                for attempt in range(args.retries + 1):
-                    worker.waited_s += wait_for_quiet(args.quiet_wait)
-                    busy0, _ = cpu_jiffies()
-                    t0 = time.perf_counter()
-                    worker.send(f"run {args.steps}")
-                    reply = worker.receive()
-                    wall = time.perf_counter() - t0
-                    busy = (cpu_jiffies()[0] - busy0) / hz
-                    # Share of all CPU time that other processes took.
-                    other = max(busy - reply["cpu_s"], 0.0) / (wall * ncpu)
-                    if other <= args.max_other_load or attempt == args.retries:
-                        break
-                    worker.discarded += 1
-                worker.times.extend(reply["times"])
-                worker.last_loss = reply["loss"]
-                worker.foreign.append(other)
-            print(f"  round {r + 1}/{args.rounds} done", flush=True)
-    finally:
-        for worker in workers:
-            worker.close()
+        harness.run_rounds(
+            workers,
+            args.rounds,
+            args.steps,
+            quiet_wait=args.quiet_wait,
+            max_other_load=args.max_other_load,
+            retries=args.retries,
+        )
     peaks.append(measure_peak(args, log_dir, "after"))
     peak = max(v for p in peaks for v in p.values())
 
     results = []
     for worker in workers:
-        q1, median, q3 = quantiles(worker.times)
+        q1, median, q3 = harness.quantiles(worker.times)
         results.append(
             {
                 "name": worker.name,
@@ -944,7 +726,7 @@ def main(argv=None):
     elif args.worker == "transformers":
         transformers_worker(args)
     elif args.worker == "peak":
-        peak_worker(args)
+        harness.peak_worker(args.threads)
     else:
         run_driver(args)
 
