@@ -48,9 +48,9 @@ import numpy as np  # noqa: E402
 
 import keras_towers  # noqa: E402
 from keras_towers import relative  # noqa: E402
-from keras_towers.converters import asif_sources  # noqa: E402
 from keras_towers.evaluation.templates import get_templates  # noqa: E402
 from keras_towers.models.asif import ASIF  # noqa: E402
+from keras_towers.models.asif import lite_minilm_asif  # noqa: E402
 
 #: Measured by the prototype (see shared/reference/offline-assets.md).
 REFERENCE = {
@@ -277,7 +277,7 @@ def main(argv=None) -> dict:
     limit = args.limit or None
 
     start = time.perf_counter()
-    model = asif_sources.lite_minilm_asif("lite0")
+    model = lite_minilm_asif("lite0")
     records = corpus_records()
     image, text = record_features(model, records, background=args.anchor_background)
     captions = [r["caption"] for r in records]

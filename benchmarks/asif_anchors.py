@@ -52,7 +52,7 @@ ZERO_SHOT_VARIANTS = (
 
 def sweep(args) -> dict:
     start = time.perf_counter()
-    model = accuracy.asif_sources.lite_minilm_asif("lite0")
+    model = accuracy.lite_minilm_asif("lite0")
     records = accuracy.corpus_records()
     image, text = accuracy.record_features(model, records)
     captions = np.array([r["caption"] for r in records], dtype=object)

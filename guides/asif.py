@@ -27,16 +27,21 @@ import numpy as np
 import keras_towers
 from keras_towers import evaluation
 from keras_towers import tasks
-from keras_towers.converters.asif_sources import lite_minilm_asif
 
 num_anchors = int(os.environ.get("GUIDE_ANCHORS", 0)) or None
 num_queries = int(os.environ.get("GUIDE_QUERIES", 0)) or None
 
-# 1. An ASIF with no anchors yet. The towers are referenced by name
-#    ("efficientnet_lite0_imagenet", "all_minilm_l6_v2"): a saved preset
+# 1. An ASIF with no anchors yet. The towers are pretrained encoders
+#    referenced by name (`keras_towers.pretrained.names()`): a saved preset
 #    stores only the anchors, never the encoders' weights. k is how many
 #    anchors each representation keeps, p sharpens their similarities.
-model = lite_minilm_asif("lite0", k=800, p=8.0)
+model = keras_towers.ASIF.from_encoders(
+    "efficientnet_lite0_imagenet",
+    "all_minilm_l6_v2",
+    k=800,
+    p=8.0,
+    anchor_dtype="float16",
+)
 
 # 2. Anchors: image-caption pairs, here the corpus train + validation splits
 #    (the Tux Paint test split stays unseen for retrieval below). Each pair
@@ -110,8 +115,8 @@ new_ids = model.add_anchors(
 print(f"added anchor {new_ids[0]} ({captions[0]!r}) -> {model.num_anchors} anchors")
 model.remove_anchors(ids=new_ids)
 
-# 7. Save and load: anchors (float16 here), k, p and the encoder names; the
-#    sha256 of the anchor file is checked on load.
+# 7. Save and load: anchors (float16 here, through Keras saving), k, p and
+#    the encoder names; the sha256 of every file is checked on load.
 preset_dir = os.path.join(tempfile.mkdtemp(), "my_asif")
 model.save_to_preset(preset_dir, description="ASIF guide")
 size = sum(

@@ -83,14 +83,14 @@ def build(output: Path, k: int, p: float, batch_size: int) -> dict:
     import tensorflow as tf
 
     import keras_towers
-    from keras_towers.converters import asif_sources
+    from keras_towers.models.asif import lite_minilm_asif
 
     start = time.perf_counter()
     records = anchor_records()
     pairs = keras_towers.datasets.from_records(
         records, on_error="raise", extra_keys=["id"]
     ).map(lambda e: {"images": e["images"], "texts": e["texts"], "image_refs": e["id"]})
-    model = asif_sources.lite_minilm_asif("lite0", k=k, p=p, anchor_dtype="float16")
+    model = lite_minilm_asif("lite0", k=k, p=p, anchor_dtype="float16")
     model.add_anchors(pairs=pairs, batch_size=batch_size)
     if model.num_anchors != len(records):
         raise RuntimeError(

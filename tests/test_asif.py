@@ -1,19 +1,27 @@
-"""ASIF: relative-representation maths against NumPy, anchors, presets, towers."""
+"""ASIF: relative-representation maths against NumPy, anchors, saving
+(Keras saving, presets, the earlier preset format), towers."""
 
 import json
 import os
 import runpy
+from pathlib import Path
 
+import keras
 import numpy as np
 import pytest
 import scipy.sparse as sp
 import tensorflow as tf
 
 import keras_towers
+from keras_towers import pretrained
 from keras_towers import relative
 from keras_towers.models.asif import ASIF
+from keras_towers.models.asif import lite_minilm_asif
 from keras_towers.models.asif import load_tower_source
-from keras_towers.models.asif import register_tower_source
+from tests.helpers import random_batch
+from tests.helpers import run_roundtrip
+
+DATA = Path(__file__).resolve().parent / "data"
 
 # === NumPy reference (written from the paper's definition, no chunking) ===
 
@@ -281,21 +289,48 @@ def test_explain_contributions_sum_to_the_similarity():
     )
 
 
-def test_features_only_preset_round_trip(tmp_path):
-    model = features_model(n=30, k=5, p=8.0, anchor_dtype="float16")
-    model.remove_anchors(ids=[29])  # next id stays 30 after loading
-    model.save_to_preset(str(tmp_path / "asif"), description="test")
-    loaded = ASIF.from_preset(str(tmp_path / "asif"))
-    assert (loaded.k, loaded.p, loaded.anchor_dtype) == (5, 8.0, "float16")
-    np.testing.assert_array_equal(
-        loaded.anchor_image_features, model.anchor_image_features
-    )
-    np.testing.assert_array_equal(
-        loaded.anchor_text_features, model.anchor_text_features
-    )
+def assert_same_anchors(loaded, model):
+    """Same anchors, bit for bit (float16 included), and the same next id."""
+    assert loaded.num_anchors == model.num_anchors
+    for name in ("anchor_image_features", "anchor_text_features"):
+        expected, actual = getattr(model, name), getattr(loaded, name)
+        if expected is None or not len(expected):
+            assert actual is None or not len(actual)
+            continue
+        assert actual.dtype == expected.dtype, name
+        np.testing.assert_array_equal(
+            actual.view(f"uint{8 * actual.itemsize}"),
+            expected.view(f"uint{8 * expected.itemsize}"),
+            err_msg=name,
+        )
     np.testing.assert_array_equal(loaded.anchor_ids, model.anchor_ids)
     assert loaded.anchor_captions == model.anchor_captions
     assert loaded.anchor_image_refs == model.anchor_image_refs
+    assert loaded._anchors.next_id == model._anchors.next_id
+
+
+def unicode_features_model(anchor_dtype="float16"):
+    model = features_model(n=30, k=5, p=8.0, anchor_dtype=anchor_dtype)
+    model.remove_anchors(ids=[29])  # next id stays 30 after loading
+    model.remove_anchors(where=lambda a: a.index == 3)
+    model.add_anchors(
+        image_features=random_features(2, 12, 53),
+        text_features=random_features(2, 10, 54),
+        captions=["un château « ancien »", "日本の猫 🐱"],
+        image_refs=["img/ü.png", ""],
+    )
+    return model
+
+
+@pytest.mark.parametrize("anchor_dtype", ["float16", "float32"])
+def test_features_only_preset_round_trip(tmp_path, anchor_dtype):
+    model = unicode_features_model(anchor_dtype)
+    model.save_to_preset(str(tmp_path / "asif"), description="test")
+    files = {p.name for p in (tmp_path / "asif").iterdir()}
+    assert files == {"config.json", "metadata.json", "model.weights.h5"}
+    loaded = ASIF.from_preset(str(tmp_path / "asif"))
+    assert (loaded.k, loaded.p, loaded.anchor_dtype) == (5, 8.0, anchor_dtype)
+    assert_same_anchors(loaded, model)
     queries = random_features(4, 12, 50)
     np.testing.assert_array_equal(
         loaded.represent(queries, "image"), model.represent(queries, "image")
@@ -304,23 +339,89 @@ def test_features_only_preset_round_trip(tmp_path):
         image_features=random_features(1, 12, 51),
         text_features=random_features(1, 10, 52),
     )
-    assert new.tolist() == [30]
+    assert new.tolist() == [32]
     meta = json.loads((tmp_path / "asif" / "metadata.json").read_text())
-    assert meta["class_name"] == "ASIF" and meta["num_anchors"] == 29
-    # Overrides at load time.
+    assert meta["class_name"] == "ASIF" and meta["num_anchors"] == 30
+    assert (meta["k"], meta["p"], meta["anchor_dtype"]) == (5, 8.0, anchor_dtype)
+    assert meta["image_tower_source"] is None and meta["description"] == "test"
+    # Overrides at load time; the base class finds ASIF by itself.
     assert ASIF.from_preset(str(tmp_path / "asif"), k=3).k == 3
+    base = keras_towers.ContrastiveModel.from_preset(str(tmp_path / "asif"))
+    assert isinstance(base, ASIF)
+    assert_same_anchors(base, model)
+    # The architecture only: no anchors.
+    assert ASIF.from_preset(str(tmp_path / "asif"), load_weights=False).num_anchors == 0
+
+
+def test_keras_file_and_weights_carry_the_anchors(tmp_path):
+    model = unicode_features_model()
+    model.save(str(tmp_path / "asif.keras"))
+    loaded = keras.saving.load_model(str(tmp_path / "asif.keras"))
+    assert isinstance(loaded, ASIF) and loaded.anchor_dtype == "float16"
+    assert_same_anchors(loaded, model)
+
+    model.save_weights(str(tmp_path / "asif.weights.h5"))
+    other = ASIF(k=5, p=8.0, anchor_dtype="float16")
+    other.add_anchors(  # replaced by the loaded anchors
+        image_features=random_features(3, 12, 55),
+        text_features=random_features(3, 10, 56),
+    )
+    version = other.anchor_version
+    other.load_weights(str(tmp_path / "asif.weights.h5"))
+    assert_same_anchors(other, model)
+    assert other.anchor_version > version  # representations are stale
+    queries = random_features(4, 10, 57)
+    np.testing.assert_array_equal(
+        other.represent(queries, "text"), model.represent(queries, "text")
+    )
+    # Loading float16 anchors into a float32 model converts them exactly.
+    wide = ASIF(k=5, p=8.0)
+    wide.load_weights(str(tmp_path / "asif.weights.h5"))
+    assert wide.anchor_image_features.dtype == np.float32
+    np.testing.assert_array_equal(
+        wide.anchor_image_features, model.anchor_image_features.astype("float32")
+    )
+
+
+@pytest.mark.parametrize("emptied", [False, True])
+def test_empty_anchor_set_round_trips(tmp_path, emptied):
+    model = features_model(n=5) if emptied else ASIF(k=5)
+    if emptied:
+        model.remove_anchors(where=lambda anchor: True)
+    assert model.num_anchors == 0
+    model.save_to_preset(str(tmp_path / "preset"))
+    model.save(str(tmp_path / "asif.keras"))
+    model.save_weights(str(tmp_path / "asif.weights.h5"))
+    refilled = features_model(n=3)
+    refilled.load_weights(str(tmp_path / "asif.weights.h5"))
+    for loaded in (
+        ASIF.from_preset(str(tmp_path / "preset")),
+        keras.saving.load_model(str(tmp_path / "asif.keras")),
+        refilled,
+    ):
+        assert loaded.num_anchors == 0
+        assert loaded._anchors.next_id == (5 if emptied else 0)
+        assert loaded.anchor_ids.shape == (0,) and loaded.anchor_captions == []
+        with pytest.raises(ValueError, match="no anchors yet"):
+            loaded.represent(random_features(1, 12, 0), "image")
+        # New anchors never reuse removed ids.
+        first = loaded.add_anchors(
+            image_features=random_features(2, 12, 1),
+            text_features=random_features(2, 10, 2),
+        )
+        assert first.tolist() == ([5, 6] if emptied else [0, 1])
 
 
 def test_corrupt_preset_is_rejected(tmp_path):
     model = features_model(n=10)
     model.save_to_preset(str(tmp_path / "asif"))
-    anchors = tmp_path / "asif" / "anchors.safetensors"
-    data = bytearray(anchors.read_bytes())
+    weights = tmp_path / "asif" / "model.weights.h5"
+    data = bytearray(weights.read_bytes())
     data[-1] ^= 0xFF
-    anchors.write_bytes(bytes(data))
-    with pytest.raises(ValueError, match="sha256"):
+    weights.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match="model.weights.h5.*sha256"):
         ASIF.from_preset(str(tmp_path / "asif"))
-    with pytest.raises(ValueError, match="not a ASIF|not a CLIP"):
+    with pytest.raises(ValueError, match="not a CLIP"):
         keras_towers.CLIP.from_preset(str(tmp_path / "asif"))
 
 
@@ -356,6 +457,8 @@ def test_bad_anchor_inputs_raise_clear_errors():
         model.encode_images(np.zeros((1, 8, 8, 3), "uint8"))
     with pytest.raises(NotImplementedError, match="add_anchors"):
         model.fit(None)
+    with pytest.raises(NotImplementedError, match="no loss"):
+        model.compute_loss()
     with pytest.raises(ValueError, match="anchor_dtype"):
         ASIF(anchor_dtype="int8")
 
@@ -531,20 +634,26 @@ def test_from_dataset_unbatched_ragged_and_batched(tiny_asif):
     assert model.anchor_image_refs == [str(i) for i in range(16, 24)]
 
 
-def test_preset_round_trip_with_towers_inside(tiny_asif, tmp_path):
-    tiny_asif.save_to_preset(str(tmp_path / "asif"))
-    assert (tmp_path / "asif" / "image_tower.safetensors").is_file()
-    loaded = ASIF.from_preset(str(tmp_path / "asif"))
+def test_saving_round_trips_with_towers_inside(tiny_asif, tmp_path):
     images, _ = raw_pairs(4, seed=4)
-    np.testing.assert_allclose(
-        loaded.encode_images(images), tiny_asif.encode_images(images), atol=1e-6
-    )
-    np.testing.assert_allclose(
-        loaded.encode_texts(["a blue square"]),
-        tiny_asif.encode_texts(["a blue square"]),
-        atol=1e-6,
-    )
-    assert loaded.anchor_captions == tiny_asif.anchor_captions
+    batch = random_batch(tiny_asif)
+    raw = {"images": np.stack([np.resize(im, (32, 32, 3)) for im in images])}
+    raw["texts"] = ["a blue square", "tux", "a", "b"]
+    restored = run_roundtrip(tiny_asif, batch, tmp_path, raw=raw)
+    # Towers without a source are stored in the preset's weights file.
+    metadata = json.loads((tmp_path / "preset" / "metadata.json").read_text())
+    assert "stored_parameter_count" not in metadata
+    for route in ("keras", "preset", "base_preset"):
+        loaded = restored[route]
+        assert_same_anchors(loaded, tiny_asif)
+        np.testing.assert_array_equal(
+            loaded.encode_images(images), tiny_asif.encode_images(images)
+        )
+        np.testing.assert_array_equal(
+            loaded.encode_texts(["a blue square"]),
+            tiny_asif.encode_texts(["a blue square"]),
+        )
+    assert restored["config"].num_anchors == 0  # a config has no anchors
 
 
 def test_preset_references_towers_of_a_shipped_preset(tmp_path):
@@ -557,13 +666,14 @@ def test_preset_references_towers_of_a_shipped_preset(tmp_path):
         image_tower_source="shapes_clip_tiny#image_tower",
         text_tower_source="shapes_clip_tiny#text_tower",
     )
+    assert model.referenced_objects() == [model.image_tower, model.text_tower]
     images, _, _ = keras_towers.datasets.make_shapes(8, seed=0)
     texts = [f"shape {i}" for i in range(8)]
     model.add_anchors(images=images, texts=texts, batch_size=4)
     model.save_to_preset(str(tmp_path / "asif"))
-    files = {p.name for p in (tmp_path / "asif").iterdir()}
-    assert "image_tower.safetensors" not in files  # referenced, not duplicated
-    assert "text_tower.safetensors" not in files
+    metadata = json.loads((tmp_path / "asif" / "metadata.json").read_text())
+    assert metadata["stored_parameter_count"] == 0  # referenced, not duplicated
+    assert metadata["image_tower_source"] == "shapes_clip_tiny#image_tower"
     loaded = ASIF.from_preset(str(tmp_path / "asif"))
     np.testing.assert_allclose(
         loaded.encode_images(images[:4]), model.encode_images(images[:4]), atol=1e-6
@@ -573,13 +683,99 @@ def test_preset_references_towers_of_a_shipped_preset(tmp_path):
     )
 
 
-def test_tower_source_registry():
-    register_tower_source("asif_test_vit", lambda: ASIF.tiny().image_tower)
-    assert isinstance(load_tower_source("asif_test_vit"), keras_towers.ImageTower)
-    with pytest.raises(ValueError, match="Unknown tower source"):
+def test_tower_sources():
+    with pytest.raises(ValueError, match="Unknown tower source") as error:
         load_tower_source("no_such_tower")
+    # The message lists the pretrained encoders (one registry for all methods).
+    assert "all_minilm_l6_v2" in str(error.value)
+    assert "efficientnet_lite0_imagenet" in str(error.value)
     with pytest.raises(ValueError, match="no tower named"):
         load_tower_source("shapes_clip_tiny#preprocessor_x")
+
+
+def test_backbone_preset_directory_as_a_tower_source(tmp_path):
+    """A keras-hub backbone preset directory, pooled as `image_pooling` says;
+    presets store the directory, not the tower."""
+    backbone = ASIF.tiny().image_tower.backbone
+    backbone.save_to_preset(str(tmp_path / "vit"))
+    source = str(tmp_path / "vit")
+    with pytest.raises(ValueError, match="pooling"):
+        ASIF(image_tower_source=source)
+    model = ASIF(image_tower_source=source, image_pooling="cls", k=3)
+    assert model.image_tower.name == "asif_image_tower"
+    assert model.image_tower.pooling == "cls" and not model.image_tower.trainable
+    features = model.image_tower(np.zeros((2, 32, 32, 3), "float32"))
+    model.add_anchors(
+        image_features=keras.ops.convert_to_numpy(features),
+        text_features=random_features(2, 10, 0),
+    )
+    model.save_to_preset(str(tmp_path / "asif"))
+    model.save(str(tmp_path / "asif.keras"))  # holds the tower's weights too
+    images = np.ones((1, 32, 32, 3))
+    for loaded in (
+        ASIF.from_preset(str(tmp_path / "asif")),
+        keras.saving.load_model(str(tmp_path / "asif.keras")),
+    ):
+        assert loaded.image_pooling == "cls" and loaded.image_tower_source == source
+        assert_same_anchors(loaded, model)
+        np.testing.assert_array_equal(
+            keras.ops.convert_to_numpy(loaded.image_tower(images)),
+            keras.ops.convert_to_numpy(model.image_tower(images)),
+        )
+
+
+def test_old_format_preset_still_loads():
+    """A preset written by commit 73d115b (`anchors.safetensors` and tower
+    safetensors files): `ASIF.tiny(k=5, anchor_dtype="float16")`, 13 anchors
+    from raw images with non-ASCII captions and image refs, one removed."""
+    expected = np.load(DATA / "asif_preset_73d115b_expected.npz")
+    path = str(DATA / "asif_preset_73d115b")
+    for load in (ASIF.from_preset, keras_towers.ContrastiveModel.from_preset):
+        model = load(path)
+        assert isinstance(model, ASIF)
+        assert (model.k, model.p, model.anchor_dtype) == (5, 8.0, "float16")
+        assert model.num_anchors == 12 and model._anchors.next_id == 13
+        for name in ("anchor_image_features", "anchor_text_features"):
+            assert getattr(model, name).dtype == np.float16
+            np.testing.assert_array_equal(
+                getattr(model, name).view("uint16"), expected[name].view("uint16")
+            )
+        np.testing.assert_array_equal(model.anchor_ids, expected["anchor_ids"])
+        assert model.anchor_captions == expected["anchor_captions"].tolist()
+        assert model.anchor_image_refs == expected["anchor_image_refs"].tolist()
+        assert "日本の猫 2 — «ok»" in model.anchor_captions
+        texts = expected["query_texts"].tolist()
+        # The towers' weights: the same features as the old code computed
+        # (on jax; other backends round differently in the last bits).
+        np.testing.assert_allclose(
+            model.encode_image_features(expected["query_images"]),
+            expected["image_features"],
+            atol=1e-5,
+        )
+        np.testing.assert_allclose(
+            model.encode_text_features(texts), expected["text_features"], atol=1e-5
+        )
+        np.testing.assert_allclose(
+            model.encode_images(expected["query_images"]),
+            expected["image_reps"],
+            atol=1e-4,
+        )
+        np.testing.assert_allclose(
+            model.encode_texts(texts), expected["text_reps"], atol=1e-4
+        )
+
+
+def test_old_format_preset_is_sha256_checked(tmp_path):
+    import shutil
+
+    path = tmp_path / "old"
+    shutil.copytree(DATA / "asif_preset_73d115b", path)
+    anchors = path / "anchors.safetensors"
+    data = bytearray(anchors.read_bytes())
+    data[-1] ^= 0xFF
+    anchors.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match="anchors.safetensors.*sha256"):
+        ASIF.from_preset(str(path))
 
 
 # === Real encoders and the shipped preset ===
@@ -588,25 +784,41 @@ SHIPPED = "asif_lite0_minilm_embedded"
 GUIDE = os.path.join(os.path.dirname(os.path.dirname(__file__)), "guides", "asif.py")
 
 
-def test_installed_encoders_are_registered_on_first_use():
-    # An unknown name imports the built-in sources before failing, so the
-    # error lists them (and a preset naming them loads without any import).
-    with pytest.raises(ValueError, match="all_minilm_l6_v2") as error:
-        load_tower_source("no_such_encoder")
-    assert "efficientnet_lite0_imagenet" in str(error.value)
-    from keras_towers.converters import asif_sources
-
-    assert asif_sources.efficientnet_lite_source("lite2") == (
-        "efficientnet_lite2_imagenet"
-    )
+def test_lite_minilm_asif_references_the_pretrained_encoders():
     with pytest.raises(ValueError, match="lite9"):
-        asif_sources.efficientnet_lite_source("lite9")
+        lite_minilm_asif("lite9")
+    model = lite_minilm_asif("lite0", k=10, sequence_length=32)
+    assert (model.k, model.anchor_dtype) == (10, "float16")
+    assert model.image_tower.name == "asif_lite0_tower"
+    assert model.text_tower.name == "asif_minilm_tower"
+    assert model.image_tower_source == "efficientnet_lite0_imagenet"
+    assert model.text_tower_source == "all_minilm_l6_v2"
+    assert model.referenced_objects() == [model.image_tower, model.text_tower]
+    expected = pretrained.preprocessor(
+        "efficientnet_lite0_imagenet", "all_minilm_l6_v2", 32
+    )
+
+    def unnamed(config):  # layer names are numbered per process
+        if isinstance(config, dict):
+            return {k: unnamed(v) for k, v in config.items() if k != "name"}
+        if isinstance(config, (list, tuple)):
+            return [unnamed(v) for v in config]
+        return config
+
+    assert unnamed(model.preprocessor.get_config()) == unnamed(expected.get_config())
+    config = model.get_config()
+    assert config["image_tower"] is None and config["text_tower"] is None
 
 
 def test_shipped_preset_loads_by_name_and_matches_its_recorded_check():
     metadata = keras_towers.ASIF.presets[SHIPPED]
-    model = keras_towers.presets.load_any(SHIPPED)  # what `keras-towers eval` does
+    # What `keras-towers eval` does.
+    model = keras_towers.ContrastiveModel.from_preset(SHIPPED)
     assert isinstance(model, ASIF)
+    files = {
+        p.name for p in Path(keras_towers.presets.resolve(ASIF, SHIPPED)).iterdir()
+    }
+    assert "model.weights.h5" in files and "anchors.safetensors" not in files
     assert model.num_anchors == metadata["num_anchors"]
     assert (model.k, model.p) == (metadata["k"], metadata["p"])
     assert model.anchor_image_features.dtype == np.float16
