@@ -21,7 +21,7 @@ Example:
 ```python
 from keras_towers import relative
 
-anchors = relative.l2_normalize_rows(np.random.randn(1000, 64))
+anchors = keras_towers.ops.l2_normalize_numpy(np.random.randn(1000, 64))
 queries = np.random.randn(5, 64)
 reps = relative.relative_representation(queries, anchors, k=100, power=8.0)
 reps.shape  # (5, 1000), 100 stored entries per row
@@ -38,29 +38,12 @@ import math
 import numpy as np
 import scipy.sparse as sp
 
+from keras_towers.ops import l2_normalize_numpy
+
 #: Anchors per chunk when computing similarities.
 DEFAULT_ANCHOR_CHUNK_SIZE = 16384
 #: Largest `(query chunk x anchor chunk)` block of similarities held at once.
 DEFAULT_BLOCK_ELEMENTS = 1 << 24
-
-
-def l2_normalize_rows(x, epsilon: float = 1e-12) -> np.ndarray:
-    """L2-normalise each row of a 2-D array, in float32.
-
-    Rows of zeros stay zero (their norm is clamped to `epsilon`).
-
-    Args:
-        x: array-like `(N, D)`.
-        epsilon: float. Smallest norm divided by.
-
-    Returns:
-        float32 array `(N, D)`.
-    """
-    x = np.asarray(x, dtype="float32")
-    if x.ndim != 2:
-        raise ValueError(f"Expected a 2-D array (N, D). Received shape {x.shape}.")
-    norms = np.sqrt(np.einsum("ij,ij->i", x, x))
-    return x / np.maximum(norms, epsilon)[:, None]
 
 
 def check_k(k) -> int:
@@ -217,7 +200,7 @@ def sharpen(values, power: float) -> np.ndarray:
     # underflow float32 (0.001^8 squared is 1e-48) and break the norm.
     row_max = values.max(axis=1, keepdims=True) if values.shape[1] else values
     ratio = np.divide(values, row_max, out=np.zeros_like(values), where=row_max > 0)
-    return l2_normalize_rows(ratio**power)
+    return l2_normalize_numpy(ratio**power)
 
 
 def to_csr(values, indices, num_columns: int) -> sp.csr_array:

@@ -18,6 +18,7 @@ from keras_towers import relative
 from keras_towers.models.asif import ASIF
 from keras_towers.models.asif import lite_minilm_asif
 from keras_towers.models.asif import load_tower_source
+from keras_towers.ops import l2_normalize_numpy
 from tests.helpers import random_batch
 from tests.helpers import run_roundtrip
 
@@ -60,7 +61,7 @@ def features_model(n=50, k=8, p=3.0, seed=0, **kwargs):
 
 @pytest.mark.parametrize("k,p", [(1, 1.0), (5, 8.0), (17, 2.5), (40, 8.0)])
 def test_relative_representation_matches_numpy_reference(k, p):
-    anchors = relative.l2_normalize_rows(random_features(40, 16, 0))
+    anchors = l2_normalize_numpy(random_features(40, 16, 0))
     queries = random_features(9, 16, 1)
     expected = reference_representation(queries, anchors, k, p)
     reps = relative.relative_representation(queries, anchors, k, p)
@@ -76,7 +77,7 @@ def test_relative_representation_matches_numpy_reference(k, p):
 
 
 def test_chunked_top_k_equals_unchunked_and_bounds_blocks():
-    anchors = relative.l2_normalize_rows(random_features(103, 8, 2))
+    anchors = l2_normalize_numpy(random_features(103, 8, 2))
     queries = random_features(21, 8, 3)
     whole = relative.relative_representation(queries, anchors, 10, 4.0)
 
@@ -103,10 +104,10 @@ def test_chunked_top_k_equals_unchunked_and_bounds_blocks():
 
 
 def test_k_larger_than_anchors_keeps_all_and_equals_dense_formula():
-    anchors = relative.l2_normalize_rows(random_features(12, 6, 4))
+    anchors = l2_normalize_numpy(random_features(12, 6, 4))
     queries = random_features(5, 6, 5)
     reps = relative.relative_representation(queries, anchors, 1000, 8.0)
-    sims = relative.l2_normalize_rows(queries) @ anchors.T
+    sims = l2_normalize_numpy(queries) @ anchors.T
     dense = np.maximum(sims, 0) ** 8
     dense /= np.linalg.norm(dense, axis=1, keepdims=True)
     np.testing.assert_allclose(reps.toarray(), dense, atol=1e-6)
@@ -118,7 +119,7 @@ def test_k_larger_than_anchors_keeps_all_and_equals_dense_formula():
 
 
 def test_ties_at_the_kth_value_keep_the_right_values():
-    base = relative.l2_normalize_rows(random_features(6, 5, 6))
+    base = l2_normalize_numpy(random_features(6, 5, 6))
     anchors = np.concatenate([base, base, base])  # every similarity tied 3 times
     queries = random_features(4, 5, 7)
     sims = queries @ anchors.T
@@ -150,7 +151,7 @@ def test_sharpen_handles_tiny_and_negative_similarities():
 
 def test_group_mean_and_group_max_match_numpy():
     dense = np.abs(random_features(6, 9, 8)) * (random_features(6, 9, 9) > 0.5)
-    dense = relative.l2_normalize_rows(dense)
+    dense = l2_normalize_numpy(dense)
     mean = relative.group_mean(sp.csr_array(dense), 3).toarray()
     expected = dense.reshape(2, 3, 9).mean(axis=1)
     expected /= np.linalg.norm(expected, axis=1, keepdims=True)
