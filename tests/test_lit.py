@@ -10,6 +10,7 @@ from keras_towers.models.lit import LiT
 from keras_towers.models.lit import parse_variant
 from keras_towers.models.three_towers import tiny_resnet
 from tests.helpers import loss_and_grads
+from tests.helpers import run_roundtrip
 
 IMAGE_SIZE = 32
 CAPTIONS = [
@@ -161,29 +162,13 @@ def test_every_trainable_variable_gets_a_gradient(lock_image):
     assert locked.isdisjoint(grads)
 
 
-def test_keras_and_preset_round_trips(tmp_path):
+def test_config_keras_and_preset_round_trips(tmp_path):
     images, texts = raw_pairs(4)
     model = resnet_lit(head="linear", lock_image="backbone", label_smoothing=0.1)
-    batch = model.preprocessor({"images": images, "texts": texts})
+    raw = {"images": images, "texts": texts}
+    batch = model.preprocessor(raw)
     batch = {k: keras.ops.convert_to_numpy(v) for k, v in batch.items()}
-    expected = model(batch)
-    path = str(tmp_path / "lit.keras")
-    model.save(path)
-    preset = str(tmp_path / "lit_preset")
-    model.save_to_preset(preset)
-    for restored in (
-        keras.saving.load_model(path),
-        LiT.from_preset(preset),
-        keras_towers.ContrastiveModel.from_preset(preset),
-    ):
-        assert type(restored) is LiT
+    for restored in run_roundtrip(model, batch, tmp_path, raw=raw).values():
         assert restored.lock_image == "backbone" and restored.lock_text is False
         assert restored.image_tower.locked_part == "backbone"
         assert restored.label_smoothing == 0.1
-        for key, value in restored(batch).items():
-            np.testing.assert_array_equal(
-                keras.ops.convert_to_numpy(value),
-                keras.ops.convert_to_numpy(expected[key]),
-            )
-    config = model.get_config()
-    assert LiT.from_config(config).get_config() == config

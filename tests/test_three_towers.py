@@ -15,12 +15,14 @@ from keras_towers.models.three_towers import PAIR_LOSSES
 from keras_towers.models.three_towers import ThreeTowers
 from keras_towers.models.three_towers import tiny_resnet
 from tests.helpers import loss_and_grads
+from tests.helpers import run_roundtrip
 from tests.test_lit import assert_all_changed
 from tests.test_lit import assert_unchanged
 from tests.test_lit import raw_pairs
 from tests.test_lit import values
 
 THIRD_SIZE = 40
+EMBEDDINGS = ("image_embeddings", "text_embeddings")
 
 
 def numpy_infonce(u, v, scale):
@@ -151,11 +153,16 @@ def test_every_trainable_variable_gets_a_gradient():
 def test_preset_keeps_h_out_and_loads_without_it(tmp_path):
     h_dir = str(tmp_path / "h_backbone")
     tiny_resnet(THIRD_SIZE).save_to_preset(h_dir)
-    model = ThreeTowers.tiny(third_tower_preset=h_dir, alignment_dim=24)
+    model = ThreeTowers.tiny(third_tower_source=h_dir, alignment_dim=24)
     assert model.get_third_tower() is not None
     images, texts = raw_pairs(4)
-    preset = str(tmp_path / "three_towers")
-    model.save_to_preset(preset)
+    raw = {"images": images, "texts": texts}
+    batch = numpy_batch(model, images, texts)
+    # The config and the .keras file reload h from its source (all outputs
+    # equal); the preset loads f and g without h (their embeddings equal).
+    reloaded = run_roundtrip(model, batch, tmp_path, raw=raw, output_keys=EMBEDDINGS)
+    assert reloaded["keras"].get_third_tower() is not None
+    preset = str(tmp_path / "preset")
     with h5py.File(os.path.join(preset, "model.weights.h5")) as f:
         stored = []
         f.visititems(
@@ -169,14 +176,13 @@ def test_preset_keeps_h_out_and_loads_without_it(tmp_path):
     assert not {v.path for v in model.weights} & {
         v.path for v in model.get_third_tower().variables
     }
-
-    batch = numpy_batch(model, images, texts)
-    y_pred = model(batch)
-    restored = ThreeTowers.from_preset(preset)
-    assert restored.get_third_tower() is None
-    assert restored.third_tower_preset == h_dir and restored.alignment_dim == 24
+    for restored in (reloaded["preset"], reloaded["base_preset"]):
+        assert restored.get_third_tower() is None
+        assert restored.third_tower_source == h_dir and restored.alignment_dim == 24
     # encode_* (compiled predict) of the model without h equal the original's
     # embeddings.
+    y_pred = model(batch)
+    restored = reloaded["preset"]
     for key, encoded in (
         ("image_embeddings", restored.encode_images(images)),
         ("text_embeddings", restored.encode_texts(texts)),
@@ -193,15 +199,17 @@ def test_preset_keeps_h_out_and_loads_without_it(tmp_path):
         for m in (model, full)
     ]
     np.testing.assert_allclose(losses[0], losses[1], rtol=1e-6)
-    # The .keras format follows the same rule.
-    path = str(tmp_path / "three_towers.keras")
-    model.save(path)
-    loaded = keras.saving.load_model(path)
-    assert type(loaded) is ThreeTowers and loaded.get_third_tower() is not None
-    for key, value in loaded(batch).items():
-        np.testing.assert_array_equal(
-            keras.ops.convert_to_numpy(value), keras.ops.convert_to_numpy(y_pred[key])
-        )
+
+
+def test_in_memory_h_is_left_out_of_every_save(tmp_path):
+    model = ThreeTowers.tiny()  # h: a random tiny ResNet, no source to reload
+    images, texts = raw_pairs(4)
+    batch = numpy_batch(model, images, texts)
+    with pytest.warns(UserWarning, match="cannot reload it"):
+        reloaded = run_roundtrip(model, batch, tmp_path, output_keys=EMBEDDINGS)
+    for restored in reloaded.values():
+        assert restored.get_third_tower() is None
+        assert restored.third_feature_dim == model.third_feature_dim
 
 
 def test_options_and_errors():
@@ -220,8 +228,10 @@ def test_options_and_errors():
         ThreeTowers(*towers)
     with pytest.raises(ValueError, match="must be 8"):
         ThreeTowers(*towers, third_feature_dim=8, third_head=None, alignment_dim=16)
-    with pytest.raises(ValueError, match="Unknown backbone preset"):
-        ThreeTowers(*towers, third_tower_preset="no_such_backbone")
+    with pytest.raises(ValueError, match="Unknown pretrained encoder"):
+        ThreeTowers(*towers, third_tower_source="no_such_backbone")
+    with pytest.raises(ValueError, match="is a text encoder"):
+        ThreeTowers(*towers, third_tower_source="all_minilm_l6_v2")
     images, texts = raw_pairs(4)
     batch = numpy_batch(shared, images, texts, drop_third_images=True)
     with pytest.raises(ValueError, match="third_features"):
