@@ -284,7 +284,9 @@ def _save_weights_without_optimizer(model, path, referenced=()) -> None:
 def _files_under(path: Path, root: Path) -> list[str]:
     if path.is_file():
         return [path.relative_to(root).as_posix()]
-    return sorted(p.relative_to(root).as_posix() for p in path.rglob("*") if p.is_file())
+    return sorted(
+        p.relative_to(root).as_posix() for p in path.rglob("*") if p.is_file()
+    )
 
 
 def save(model, preset_dir: str, description: str = "", **metadata) -> None:

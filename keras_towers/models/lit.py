@@ -236,7 +236,7 @@ class LiT(CLIP):
             image_tower = pretrained.load_tower(
                 image_tower_source,
                 modality="image",
-                pooling=image_pooling or _default_pooling(image_tower_source),
+                pooling=image_pooling or pretrained.default_pooling(image_tower_source),
                 name="image_tower",
             )
         if not isinstance(image_tower, ImageTower):
@@ -259,7 +259,7 @@ class LiT(CLIP):
             text_tower = pretrained.load_tower(
                 text_tower_source,
                 modality="text",
-                pooling=text_pooling or _default_pooling(text_tower_source),
+                pooling=text_pooling or pretrained.default_pooling(text_tower_source),
                 name="text_tower",
                 head=text_head,
                 projection_dim=image_tower.output_dim if text_head else None,
@@ -351,13 +351,6 @@ class LiT(CLIP):
         image_tower = ImageTower(backbone, pooling="cls", head=None, name="image_tower")
         text_tower = from_scratch.text_tower("tiny", preprocessor, embedding_dim)
         return cls(image_tower, text_tower, preprocessor, **kwargs)
-
-
-def _default_pooling(source: str) -> str:
-    """A registered encoder's own pooling; `"mean"` for a preset directory."""
-    if pretrained.is_registered(source):
-        return pretrained.get_encoder(source).pooling
-    return "mean"
 
 
 def _default_preprocessor(image_tower, image_source, text_source):

@@ -212,7 +212,7 @@ class ThreeTowers(CLIP):
             third_tower = pretrained.load_tower(
                 third_tower_source,
                 modality="image",
-                pooling=third_pooling or _default_pooling(third_tower_source),
+                pooling=third_pooling or pretrained.default_pooling(third_tower_source),
                 name="third_tower",
             )
         third = _as_third_tower(third_tower, third_pooling or "mean")
@@ -528,15 +528,23 @@ class ThreeTowers(CLIP):
         self, preset_dir: str, description: str = "", **metadata
     ) -> None:
         """Write the model without `h`'s frozen weights (see `from_preset`)."""
+        self._warn_if_third_tower_is_lost("preset")
+        super().save_to_preset(preset_dir, description=description, **metadata)
+
+    def save(self, filepath, *args, **kwargs):
+        """`keras.Model.save`; `h` is saved by reference only (see `save_to_preset`)."""
+        self._warn_if_third_tower_is_lost("saved model")
+        return super().save(filepath, *args, **kwargs)
+
+    def _warn_if_third_tower_is_lost(self, what: str) -> None:
         if self.get_third_tower() is not None and self.third_tower_source is None:
             warnings.warn(
                 "This ThreeTowers model's third tower was passed in memory "
-                "without `third_tower_source`, so the preset cannot reload it; "
+                f"without `third_tower_source`, so the {what} cannot reload it; "
                 "it loads for inference (f and g) and for training on "
                 "precomputed 'third_features'.",
-                stacklevel=2,
+                stacklevel=3,
             )
-        super().save_to_preset(preset_dir, description=description, **metadata)
 
     def preset_metadata(self) -> dict:
         return {"third_tower_source": self.third_tower_source}
@@ -587,10 +595,3 @@ def tiny_resnet(image_size: int = 32, name: str = "third_backbone") -> keras.Mod
         image_shape=(image_size, image_size, 3),
         name=name,
     )
-
-
-def _default_pooling(source: str) -> str:
-    """A registered encoder's own pooling; `"mean"` for a preset directory."""
-    if pretrained.is_registered(source):
-        return pretrained.get_encoder(source).pooling
-    return "mean"

@@ -28,6 +28,7 @@ from keras_towers.pretrained.pairing import preprocessor
 from keras_towers.pretrained.registry import ENCODERS
 from keras_towers.pretrained.registry import Encoder
 from keras_towers.pretrained.registry import apply_lock
+from keras_towers.pretrained.registry import default_pooling
 from keras_towers.pretrained.registry import get_encoder
 from keras_towers.pretrained.registry import is_registered
 from keras_towers.pretrained.registry import load_backbone
@@ -40,6 +41,7 @@ __all__ = [
     "ENCODERS",
     "Encoder",
     "apply_lock",
+    "default_pooling",
     "efficientnet_lite",
     "get_encoder",
     "is_registered",

@@ -162,6 +162,11 @@ def load_backbone(source: str, name: str | None = None) -> keras.Model:
     return keras_hub.models.Backbone.from_preset(os.fspath(source), **kwargs)
 
 
+def default_pooling(source: str, fallback: str = "mean") -> str:
+    """A registered encoder's own pooling; `fallback` for a preset directory."""
+    return ENCODERS.get(source).pooling if source in ENCODERS else fallback
+
+
 def source_modality(source: str) -> str | None:
     """`"image"` / `"text"` for a registered name, `None` for a directory."""
     return ENCODERS.get(source).modality if source in ENCODERS else None
