@@ -13,6 +13,7 @@ import scipy.sparse as sp
 import tensorflow as tf
 
 import keras_towers
+from keras_towers import evaluation
 from keras_towers import pretrained
 from keras_towers import relative
 from keras_towers.models.asif import ASIF
@@ -559,7 +560,6 @@ def test_zero_shot_best_single_and_average(tiny_asif):
 def test_common_zero_shot_evaluation_works_unchanged(tiny_asif):
     """`keras_towers.evaluation` only calls encode_*: its CLIP-style template
     average equals ASIF's own `mode="average"`."""
-    evaluation = pytest.importorskip("keras_towers.evaluation")
     classes = ["circle", "square", "star", "dots"]
     templates = ["a {}", "a drawing of a {}"]
     images, _ = raw_pairs(4, seed=5)
