@@ -28,6 +28,8 @@ from keras_towers.models import ASIF
 from keras_towers.models import CLIP
 from keras_towers.models import ContrastiveModel
 from keras_towers.models import LiT
+from keras_towers.models import ProtoCLIP
+from keras_towers.models import ProtoCLIPEpisodes
 from keras_towers.models import SigLIP
 from keras_towers.models import ThreeTowers
 from keras_towers.preprocessing import ByteTokenizer
@@ -44,6 +46,8 @@ __all__ = [
     "ContrastivePreprocessor",
     "ImageTower",
     "LiT",
+    "ProtoCLIP",
+    "ProtoCLIPEpisodes",
     "SigLIP",
     "TextTower",
     "ThreeTowers",
