@@ -319,7 +319,11 @@ def _json(value) -> str:
 
 
 def _locked_variables(tower):
-    return tower.variables if tower.locked_part == "tower" else tower.backbone.variables
+    # `.weights`, not `.variables`: the latter also holds random-seed state
+    # (dropout's SeedGenerator), which differs between two builds of the same
+    # tower and would make every key new (a disk cache that never hits).
+    part = tower if tower.locked_part == "tower" else tower.backbone
+    return part.weights
 
 
 def weights_digest(variables) -> str:

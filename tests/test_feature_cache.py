@@ -4,6 +4,7 @@ import json
 import os
 
 import keras
+import keras_hub
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -177,6 +178,34 @@ def test_disk_cache_is_reused_and_checked(tmp_path, monkeypatch):
     with pytest.warns(UserWarning, match="recomputing"):
         cache_locked_features(model, pairs_dataset(images, texts), cache_dir=cache_dir)
     assert counter.rows == 10
+
+
+def test_cache_key_ignores_random_seed_state():
+    # Dropout's seed-generator state is a variable but not a weight: it
+    # differs between two builds of the same tower, so keying on it would
+    # miss the disk cache in every new process.
+    def build():
+        backbone = keras_hub.models.BertBackbone(
+            vocabulary_size=50,
+            num_layers=1,
+            num_heads=2,
+            hidden_dim=16,
+            intermediate_dim=32,
+            max_sequence_length=8,
+            dropout=0.1,
+            name="t_backbone",
+        )
+        tower = keras_towers.TextTower(backbone, pooling="mean", head=None, name="t")
+        tower.trainable = False
+        return tower
+
+    a, b = build(), build()
+    b.set_weights(a.get_weights())
+    assert len(a.variables) > len(a.weights)  # seed state exists
+    digest = feature_cache.weights_digest
+    assert digest(feature_cache._locked_variables(a)) == digest(
+        feature_cache._locked_variables(b)
+    )
 
 
 def test_locked_backbone_caches_pooled_features():
