@@ -118,9 +118,10 @@ class ProtoCLIP(CLIP):
         pbt: bool. Students use PBT prototypes (default, as in the recipe);
             `False` uses the other modality's raw centroids instead.
         external_teacher: `None` or int, the feature width of the external
-            teacher's (cached, e.g. PCA-64) features. Requires `pbt=True`
-            (the official code silently trains against zero prototypes
-            otherwise).
+            teacher's (cached, e.g. PCA-64) features, as computed by
+            `keras_towers.models.protoclip_teacher.teacher_features`.
+            Requires `pbt=True` (the official code silently trains against
+            zero prototypes otherwise).
         **kwargs: `keras_towers.CLIP` arguments (`logit_scale_init`,
             `max_logit_scale`, `learn_logit_scale`, `label_smoothing`,
             `embedding_dim`, `name`). The CLIP objective is InfoNCE.
@@ -132,6 +133,24 @@ class ProtoCLIP(CLIP):
     model.compile()
     episodes = keras_towers.ProtoCLIPEpisodes(
         model, {"images": images, "texts": texts}, batch_size=8
+    )
+    model.fit(episodes.dataset, epochs=3, callbacks=[episodes])
+    ```
+
+    With the external teacher (frozen all-MiniLM-L6-v2 features of every
+    caption, L2-normalised, PCA to 64 dims, cached on disk):
+
+    ```python
+    from keras_towers.models.protoclip_teacher import teacher_features
+
+    teacher = teacher_features(texts, pca_dim=64, cache_dir="cache/teacher")
+    model = keras_towers.ProtoCLIP.tiny(
+        num_clusters=8, episode_size=32, external_teacher=64
+    )
+    model.compile()
+    episodes = keras_towers.ProtoCLIPEpisodes(
+        model, {"images": images, "texts": texts}, batch_size=8,
+        teacher_features=teacher,
     )
     model.fit(episodes.dataset, epochs=3, callbacks=[episodes])
     ```
