@@ -21,6 +21,24 @@ def test_registry_lists_shipped_presets_by_class():
     assert "asif_lite0_minilm_embedded" not in keras_towers.CLIP.presets
 
 
+def test_the_base_class_resolves_every_shipped_preset_to_its_own_class():
+    shipped = presets.all_presets()
+    assert len(shipped) >= 6
+    classes = {}
+    for name, metadata in shipped.items():
+        target = presets.preset_class(keras_towers.ContrastiveModel, name)
+        assert target.__name__ == metadata["class_name"], name
+        classes[name] = target
+    assert classes["lit_lite0_embedded"] is keras_towers.LiT
+    assert classes["three_towers_lite0_embedded"] is keras_towers.ThreeTowers
+    assert classes["asif_lite0_minilm_embedded"] is keras_towers.ASIF
+    # A class that is not the preset's (nor a base of it) is refused.
+    with pytest.raises(ValueError, match="not a LiT"):
+        keras_towers.LiT.from_preset("shapes_clip_tiny")
+    model = keras_towers.ContrastiveModel.from_preset("shapes_clip_tiny")
+    assert type(model) is keras_towers.CLIP
+
+
 def test_every_shipped_preset_has_a_card_and_checksum():
     root = presets.presets_dir()
     for name in os.listdir(root):
