@@ -147,7 +147,12 @@ def cache_locked_features(
         keys[source.name] = (key, description)
         array = _MEMORY.get(key)
         if array is None and cache_dir is not None:
-            array = _load(cache_dir, source, key, count)
+            array = load_keyed_array(
+                cache_dir,
+                source.feature_key,
+                key,
+                lambda a: a.ndim == 2 and a.shape[0] == count,
+            )
         if array is None:
             missing.append(source)
         else:
@@ -160,7 +165,13 @@ def cache_locked_features(
             array = computed[source.feature_key]
             _remember(key, array)
             if cache_dir is not None:
-                _store(cache_dir, source, key, description, array)
+                store_keyed_array(
+                    cache_dir,
+                    source.feature_key,
+                    key,
+                    {k: v for k, v in description.items() if not k.endswith("_config")},
+                    array,
+                )
             features[source.feature_key] = array
     return _to_dataset(kept, features, dataset.element_spec)
 
@@ -382,13 +393,20 @@ def _remember(key: str, array: np.ndarray) -> None:
         _MEMORY.popitem(last=False)
 
 
-def _paths(cache_dir, source, key):
-    stem = os.path.join(cache_dir, f"{source.feature_key}-{key}")
+def _paths(cache_dir, name, key):
+    stem = os.path.join(os.fspath(cache_dir), f"{name}-{key}")
     return stem + ".npy", stem + ".json"
 
 
-def _load(cache_dir, source, key, count):
-    array_path, meta_path = _paths(cache_dir, source, key)
+def load_keyed_array(cache_dir, name: str, key: str, valid, what: str = "feature cache"):
+    """The array stored under `name`/`key` in `cache_dir`, or `None`.
+
+    A missing entry returns `None`; an unreadable one, or one whose key file
+    disagrees with `key` or whose array fails `valid(array)`, is ignored with
+    a warning (the caller recomputes). Shared by every on-disk cache of
+    computed features (frozen towers, ProtoCLIP's teacher).
+    """
+    array_path, meta_path = _paths(cache_dir, name, key)
     if not (os.path.isfile(array_path) and os.path.isfile(meta_path)):
         return None
     try:
@@ -397,14 +415,14 @@ def _load(cache_dir, source, key, count):
         array = np.load(array_path, allow_pickle=False)
     except (OSError, ValueError) as e:
         warnings.warn(
-            f"Ignoring unreadable feature cache {array_path} ({e}); recomputing.",
+            f"Ignoring unreadable {what} {array_path} ({e}); recomputing.",
             stacklevel=3,
         )
         return None
-    if meta.get("key") != key or array.ndim != 2 or array.shape[0] != count:
+    if meta.get("key") != key or not valid(array):
         warnings.warn(
-            f"Ignoring feature cache {array_path}: it does not match its key "
-            "file or the dataset size; recomputing.",
+            f"Ignoring {what} {array_path}: it does not match its key file or "
+            "the data; recomputing.",
             stacklevel=3,
         )
         return None
@@ -424,15 +442,13 @@ def _atomic_write(path, write) -> None:
         raise
 
 
-def _store(cache_dir, source, key, description, array) -> None:
+def store_keyed_array(cache_dir, name: str, key: str, description: dict, array) -> None:
+    """Store `array` under `name`/`key` with a JSON key file (`key`, shape and
+    `description`), each written to a temporary name and renamed."""
     os.makedirs(cache_dir, exist_ok=True)
-    array_path, meta_path = _paths(cache_dir, source, key)
+    array_path, meta_path = _paths(cache_dir, name, key)
     _atomic_write(array_path, lambda f: np.save(f, array, allow_pickle=False))
-    meta = {
-        "key": key,
-        "shape": list(array.shape),
-        **{k: v for k, v in description.items() if not k.endswith("_config")},
-    }
+    meta = {"key": key, "shape": list(array.shape), **description}
     _atomic_write(meta_path, lambda f: f.write(json.dumps(meta, indent=2).encode()))
 
 

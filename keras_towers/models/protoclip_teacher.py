@@ -36,19 +36,17 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 import warnings
 
 import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_towers import feature_cache
 from keras_towers import pretrained
 from keras_towers.feature_cache import weights_digest
 from keras_towers.ops import l2_normalize_numpy
 from keras_towers.preprocessing import TEXT_KEY
-from keras_towers.utils.io import write_json
 
 #: The recipe's teacher width (RoBERTa 1024 -> 64).
 DEFAULT_PCA_DIM = 64
@@ -225,12 +223,21 @@ def encoder_features(
     )
     key, description = _cache_key(source, tower, preprocessor, texts)
     if cache_dir is not None:
-        cached = _load(cache_dir, source, key, (len(texts), tower.output_dim))
+        shape = (len(texts), tower.output_dim)
+        cached = feature_cache.load_keyed_array(
+            cache_dir,
+            f"teacher-{source}",
+            key,
+            lambda a: a.shape == shape and a.dtype == np.float32,
+            what="teacher cache",
+        )
         if cached is not None:
             return cached
     features = _encode(tower, preprocessor, texts, batch_size)
     if cache_dir is not None:
-        _store(cache_dir, source, key, description, features)
+        feature_cache.store_keyed_array(
+            cache_dir, f"teacher-{source}", key, description, features
+        )
     return features
 
 
@@ -286,50 +293,6 @@ def _cache_key(source, tower, preprocessor, texts):
     }
     key = hashlib.sha256(json.dumps(description, sort_keys=True).encode()).hexdigest()
     return key, description
-
-
-def _paths(cache_dir, source, key):
-    stem = os.path.join(os.fspath(cache_dir), f"teacher-{source}-{key}")
-    return stem + ".npy", stem + ".json"
-
-
-def _load(cache_dir, source, key, shape):
-    array_path, meta_path = _paths(cache_dir, source, key)
-    if not (os.path.isfile(array_path) and os.path.isfile(meta_path)):
-        return None
-    try:
-        with open(meta_path) as f:
-            meta = json.load(f)
-        array = np.load(array_path, allow_pickle=False)
-    except (OSError, ValueError) as e:
-        warnings.warn(
-            f"Ignoring unreadable teacher cache {array_path} ({e}); recomputing.",
-            stacklevel=3,
-        )
-        return None
-    if meta.get("key") != key or array.shape != shape or array.dtype != np.float32:
-        warnings.warn(
-            f"Ignoring teacher cache {array_path}: it does not match its key file "
-            "or the captions; recomputing.",
-            stacklevel=3,
-        )
-        return None
-    return array
-
-
-def _store(cache_dir, source, key, description, array) -> None:
-    os.makedirs(cache_dir, exist_ok=True)
-    array_path, meta_path = _paths(cache_dir, source, key)
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(array_path), suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.save(f, array, allow_pickle=False)
-        os.replace(tmp, array_path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-    write_json(meta_path, {"key": key, "shape": list(array.shape), **description})
 
 
 def _text_encoder(source):
