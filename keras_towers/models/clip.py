@@ -14,6 +14,7 @@ from keras_towers.feature_cache import FeatureSource
 from keras_towers.models.base import ContrastiveModel
 from keras_towers.ops import at_least_float32
 from keras_towers.ops import l2_normalize
+from keras_towers.optimizers import AdamW
 from keras_towers.preprocessing import IMAGE_KEY
 from keras_towers.preprocessing import TEXT_KEY
 from keras_towers.preprocessing import ContrastivePreprocessor
@@ -237,7 +238,9 @@ class CLIP(ContrastiveModel):
     ):
         """Configure training. `optimizer="auto"` gives CLIP's AdamW.
 
-        The default is AdamW (beta 0.9/0.98, eps 1e-6) with weight decay on
+        The default is AdamW (beta 0.9/0.98, eps 1e-6;
+        `keras_towers.optimizers.AdamW`, which densifies TensorFlow's sparse
+        embedding gradients that Keras' Adam mishandles) with weight decay on
         matrices only: biases, norms, logit scale/bias and every other
         parameter with fewer than two dimensions are excluded.
 
@@ -256,7 +259,7 @@ class CLIP(ContrastiveModel):
                 "instead of `compile(loss=...)`."
             )
         if optimizer == "auto":
-            optimizer = keras.optimizers.AdamW(
+            optimizer = AdamW(
                 learning_rate=learning_rate,
                 weight_decay=weight_decay,
                 beta_1=0.9,
@@ -270,7 +273,9 @@ class CLIP(ContrastiveModel):
             # Keras' "auto" leaves XLA off for tensorflow on CPU; with it the
             # train step is ~1.3x faster (benchmarks/clip_train_step.py).
             kwargs["jit_compile"] = True
-        if getattr(optimizer, "weight_decay", None):
+        # A built optimizer (recompiling to continue training with it) keeps
+        # the exclusions it was built with.
+        if getattr(optimizer, "weight_decay", None) and not optimizer.built:
             optimizer.exclude_from_weight_decay(
                 var_list=[v for v in self.trainable_variables if len(v.shape) < 2]
             )
