@@ -398,7 +398,9 @@ def _paths(cache_dir, name, key):
     return stem + ".npy", stem + ".json"
 
 
-def load_keyed_array(cache_dir, name: str, key: str, valid, what: str = "feature cache"):
+def load_keyed_array(
+    cache_dir, name: str, key: str, valid, what: str = "feature cache"
+):
     """The array stored under `name`/`key` in `cache_dir`, or `None`.
 
     A missing entry returns `None`; an unreadable one, or one whose key file

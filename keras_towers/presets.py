@@ -271,7 +271,8 @@ def load(cls, preset: str, load_weights: bool = True, **kwargs):
 def _save_weights_without_optimizer(model, path, referenced=()) -> None:
     """Model weights only: a compiled model's optimizer state (2x the model
     for Adam) is training state, not part of a preset, and `referenced`
-    layers' frozen weights live in their own presets."""
+    layers' weights live in their own presets (frozen towers) or are
+    training state too (`training_state_objects`)."""
     from keras.src.saving import saving_lib
 
     skip = list(referenced)
@@ -297,8 +298,10 @@ def save(model, preset_dir: str, description: str = "", **metadata) -> None:
     config.pop("compile_config", None)
     config.pop("build_config", None)
     write_json(path / CONFIG_FILE, config)
-    referenced_fn = getattr(model, "referenced_objects", None)
-    referenced = referenced_fn() if referenced_fn is not None else []
+    referenced = []
+    for hook in ("referenced_objects", "training_state_objects"):
+        fn = getattr(model, hook, None)
+        referenced += fn() if fn is not None else []
     weights = path / WEIGHTS_FILE
     _save_weights_without_optimizer(model, weights, referenced)
     files = [CONFIG_FILE, WEIGHTS_FILE]

@@ -18,6 +18,7 @@ import tensorflow as tf
 from keras_towers.datasets import batch_pairs
 from keras_towers.preprocessing import IMAGE_KEY
 from keras_towers.preprocessing import TEXT_KEY
+from keras_towers.utils.epochs import shuffled_index_batches
 
 
 class PairArrays:
@@ -119,20 +120,7 @@ def epoch_shuffled_dataset(
         )
     epoch = tf.Variable(0, dtype=tf.int64, trainable=False)
     constants = {k: tf.constant(v) for k, v in arrays.items()}
-    seed = int(seed)
-
-    def one_epoch(_):
-        order = tf.random.experimental.stateless_shuffle(
-            tf.range(n, dtype=tf.int64),
-            seed=tf.stack([tf.constant(seed, tf.int64), epoch.read_value()]),
-        )
-        return tf.data.Dataset.from_tensor_slices(order)
-
-    ds = tf.data.Dataset.from_tensors(0).flat_map(one_epoch)
-    ds = ds.batch(batch_size, drop_remainder=drop_remainder)
-    steps = n // batch_size if drop_remainder else -(-n // batch_size)
-    # flat_map hides the length; Keras warns about running out of data without it.
-    ds = ds.apply(tf.data.experimental.assert_cardinality(steps))
+    ds = shuffled_index_batches(n, batch_size, seed, epoch, drop_remainder)
     ds = ds.map(lambda idx: {k: tf.gather(c, idx) for k, c in constants.items()})
     return ds, _EpochCounter(epoch)
 

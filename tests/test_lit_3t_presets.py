@@ -1,5 +1,7 @@
 """The shipped LiT and 3T presets, the frozen-tower references and their recipes."""
 
+import json
+
 import h5py
 import keras
 import numpy as np
@@ -110,9 +112,13 @@ def test_registered_frozen_backbone_loads_offline():
 
 
 def test_lit_image_tower_source_rejects_an_unlocked_tower():
-    with pytest.raises(ValueError, match="fully locked"):
+    with pytest.raises(ValueError, match="must be locked"):
         keras_towers.LiT(
             image_tower_source="efficientnet_lite0_imagenet", lock_image=False
+        )
+    with pytest.raises(ValueError, match='`image_head`.*lock_image="backbone"'):
+        keras_towers.LiT(
+            image_tower_source="efficientnet_lite0_imagenet", image_head="linear"
         )
     with pytest.raises(ValueError, match="`image_tower` or `image_tower_source`"):
         keras_towers.LiT()
@@ -301,3 +307,31 @@ def test_shipped_lit_minilm_preset_loads_by_name_and_stores_only_its_head():
     np.testing.assert_array_equal(
         keras.ops.convert_to_numpy(model.text_tower.projection.kernel), kernels[0]
     )
+
+
+def test_shipped_protoclip_preset_loads_by_name_and_matches_its_card():
+    from keras_towers import tasks
+
+    name = "protoclip_lite0_minilm_embedded"
+    assert name in keras_towers.ProtoCLIP.presets
+    model = keras_towers.ContrastiveModel.from_preset(name)
+    assert type(model) is keras_towers.ProtoCLIP
+    assert model.image_tower_source == "efficientnet_lite0_imagenet"
+    assert model.text_tower_source == "all_minilm_l6_v2"
+    assert not model.image_tower.backbone.trainable
+    assert not model.text_tower.backbone.trainable
+    # Stored: the heads, prototype heads and scales; not the backbones
+    # (referenced) nor the episode state (training state).
+    path = presets.resolve(keras_towers.ProtoCLIP, name)
+    stored = _stored_arrays(path / "model.weights.h5")
+    assert max(int(np.prod(s)) for s in stored.values()) == 1280 * recipes.HEADS_DIM
+    assert not any("episode_state" in key for key in stored)
+    metadata = json.loads((path / "metadata.json").read_text())
+    assert metadata["stored_parameter_count"] < 1_000_000
+    # The card's retrieval numbers, on this backend (one stamp of slack:
+    # EfficientNet's convolutions round differently across backends).
+    measured = tasks.run(model, "retrieval:tuxpaint", verbose=0)["metrics"]
+    card = metadata["metrics"]["retrieval:tuxpaint"]
+    for key in ("image_to_text_recall@10", "text_to_image_recall@10"):
+        assert abs(measured[key] - card[key]) <= 1.5 / 178, key
+    assert measured["image_to_text_recall@10"] > 0.3  # chance: 5.6%

@@ -215,7 +215,7 @@ def test_episodes_through_fit_and_the_step_sees_each_episode(shapes):
 
     def state_at(episode):
         weights = dict(zip(names, snapshots.weights[episode], strict=True))
-        return {n: weights[f"protoclip/{n}"] for n in model.episode_state_names}
+        return {n: weights[f"episode_state/{n}"] for n in model.episode_state_names}
 
     assert not np.allclose(
         state_at(1)["image_prototypes"], state_at(2)["image_prototypes"]
@@ -249,18 +249,18 @@ def test_small_data_clips_k_or_errors(shapes):
         ProtoCLIP.tiny(num_clusters=32, episode_size=24)
     model = ProtoCLIP.tiny(num_clusters=32, episode_size=24, k_policy="clip")
     assert model.active_clusters == 24
-    assert model.image_prototypes.shape == (24, 16)
+    assert model.episode_state.image_prototypes.shape == (24, 16)
     pairs = {"images": images, "texts": texts}
     with pytest.raises(ValueError, match="teacher_features"):
         ProtoCLIPEpisodes(model, pairs, batch_size=12, teacher_features=np.ones(48))
     episodes = ProtoCLIPEpisodes(model, pairs, batch_size=12, kmeans_n_init=1)
     episodes.on_epoch_begin(1)
     assert float(np_(model.proto_active)) == 1.0
-    ids = np_(model.image_cluster_ids)
+    ids = np_(model.episode_state.image_cluster_ids)
     assert ids.shape == (24,) and ids.max() < 24 and len(np.unique(ids)) > 1
     rows = episodes.episode_indices
     batch = batch_of(model, images[rows], [texts[r] for r in rows], np.arange(24))
-    state = {n: np_(getattr(model, n)) for n in model.episode_state_names}
+    state = {n: np_(getattr(model.episode_state, n)) for n in model.episode_state_names}
     check_state_is_built_from_features(model, state, batch)
     teacher = ProtoCLIP.tiny(num_clusters=4, episode_size=16, external_teacher=8)
     with pytest.raises(ValueError, match="teacher_features"):
@@ -297,7 +297,7 @@ def test_option_errors():
         model.compute_loss(x=batch, y_pred=model(batch))
 
 
-def test_roundtrip_keeps_the_episode_state(shapes, tmp_path):
+def test_roundtrip_keeps_the_episode_state_in_keras_files_not_presets(shapes, tmp_path):
     model = ProtoCLIP.tiny(num_clusters=5, episode_size=12, external_teacher=6)
     state = random_state(model, seed=1)
     model.set_episode_state(proto_active=True, **state)
@@ -305,9 +305,111 @@ def test_roundtrip_keeps_the_episode_state(shapes, tmp_path):
     raw = {"images": images[:4], "texts": texts[:4]}
     batch = batch_of(model, images[:4], texts[:4], [0, 1, 2, 3])
     restored = run_roundtrip(model, batch, tmp_path, raw=raw)
-    for route in ("keras", "preset"):
-        for name, value in state.items():
-            np.testing.assert_array_equal(
-                np_(getattr(restored[route], name)), value, err_msg=route + name
-            )
-        assert float(np_(restored[route].proto_active)) == 1.0
+    for name, value in state.items():
+        np.testing.assert_array_equal(
+            np_(getattr(restored["keras"].episode_state, name)), value, err_msg=name
+        )
+        # Training state: presets leave it out (the next episode re-clusters).
+        assert not np.any(np_(getattr(restored["preset"].episode_state, name)))
+    assert float(np_(restored["keras"].proto_active)) == 1.0
+
+
+class _EpochEndWeights(keras.callbacks.Callback):
+    """Image and text tower weights at the end of each episode."""
+
+    def __init__(self):
+        super().__init__()
+        self.image, self.text = {}, {}
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.image[epoch] = [np_(w) for w in self.model.image_tower.weights]
+        self.text[epoch] = [np_(w) for w in self.model.text_tower.weights]
+
+
+class _Interrupt(keras.callbacks.Callback):
+    def __init__(self, episode):
+        super().__init__()
+        self.episode, self.current = episode, None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.current = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.current == self.episode:
+            raise RuntimeError("interrupted")
+
+
+def _lit_phase_run(pairs, backup_dir=None, interrupt=None):
+    keras.utils.set_random_seed(0)
+    model = ProtoCLIP.tiny(num_clusters=4, episode_size=16)
+    model.compile(learning_rate=1e-2, weight_decay=0.01)
+    episodes = ProtoCLIPEpisodes(
+        model, pairs, batch_size=8, lit_start_episode=2, kmeans_n_init=1
+    )
+    weights = _EpochEndWeights()
+    callbacks = [weights] + ([_Interrupt(interrupt)] if interrupt else [])
+    history = episodes.fit(4, callbacks=callbacks, backup_dir=backup_dir, verbose=0)
+    return model, history, weights
+
+
+def test_lit_phase_freezes_the_image_tower_and_resumes_exactly(shapes, tmp_path):
+    images, texts = shapes
+    pairs = {"images": images, "texts": texts}
+    model, history, weights = _lit_phase_run(pairs)
+    # Episode 0 (warm-up) and the LiT phase (2, 3) train InfoNCE only.
+    with_proto = [
+        a != b for a, b in zip(history["loss"], history["clip_loss"], strict=True)
+    ]
+    assert with_proto == [False, True, False, False]
+    for a, b in zip(weights.image[1], weights.image[3], strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert any(
+        not np.array_equal(a, b)
+        for a, b in zip(weights.text[1], weights.text[3], strict=True)
+    )
+    assert any(
+        not np.array_equal(a, b)
+        for a, b in zip(weights.image[0], weights.image[1], strict=True)
+    )
+    # The optimizer state carried over: 4 episodes x 2 steps.
+    assert int(np_(model.optimizer.iterations)) == 8
+
+    backup = tmp_path / "backup"
+    with pytest.raises(RuntimeError, match="interrupted"):
+        _lit_phase_run(pairs, backup_dir=str(backup), interrupt=3)
+    assert backup.is_dir()
+    resumed, resumed_history, _ = _lit_phase_run(pairs, backup_dir=str(backup))
+    assert not backup.exists()
+    assert len(resumed_history["loss"]) == 1  # only episode 3 ran again
+    np.testing.assert_allclose(resumed_history["loss"][0], history["loss"][3])
+    for a, b in zip(model.trainable_weights, resumed.trainable_weights, strict=True):
+        np.testing.assert_allclose(np_(a), np_(b), rtol=0, atol=1e-6, err_msg=a.path)
+
+
+def test_episodes_on_cached_features_of_locked_backbones(shapes):
+    from keras_towers import cache_locked_features
+
+    images, texts = shapes
+    model = ProtoCLIP.tiny(num_clusters=4, episode_size=16, lock_image="backbone")
+    assert model.image_tower.locked_part == "backbone"
+    cached = cache_locked_features(model, {"images": images, "texts": texts})
+    arrays = {k: [] for k in cached.element_spec}
+    for row in cached.as_numpy_iterator():
+        for k, v in row.items():
+            arrays[k].append(v)
+    arrays = {k: np.stack(v) for k, v in arrays.items()}
+    assert sorted(arrays) == ["image_features", "texts"]
+    backbone = [np_(w) for w in model.image_tower.backbone.weights]
+    head = [np_(w) for w in model.image_tower.projection.weights]
+    model.compile(learning_rate=1e-2)
+    episodes = ProtoCLIPEpisodes(model, arrays, batch_size=8, kmeans_n_init=1)
+    history = model.fit(episodes.dataset, epochs=2, callbacks=[episodes], verbose=0)
+    assert history.history["loss"][1] != history.history["clip_loss"][1]
+    for a, b in zip(backbone, model.image_tower.backbone.weights, strict=True):
+        np.testing.assert_array_equal(a, np_(b))
+    assert any(
+        not np.array_equal(a, np_(b))
+        for a, b in zip(head, model.image_tower.projection.weights, strict=True)
+    )
+    with pytest.raises(ValueError, match="image input"):
+        ProtoCLIPEpisodes(model, {"texts": texts}, batch_size=8)

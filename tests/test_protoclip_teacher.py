@@ -176,7 +176,7 @@ def test_features_drive_the_episodes_external_clusters(shapes, first_run):
     )
     episodes.on_epoch_begin(1)
     state = {
-        n: keras.ops.convert_to_numpy(getattr(model, n))
+        n: keras.ops.convert_to_numpy(getattr(model.episode_state, n))
         for n in model.episode_state_names
     }
     rows = episodes.episode_indices

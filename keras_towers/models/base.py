@@ -317,7 +317,8 @@ class ContrastiveModel(keras.Model):
     ) -> None:
         """Write config, weights, preprocessor assets and metadata to a dir.
 
-        Weights of `referenced_objects()` are left out of the weights file;
+        Weights of `referenced_objects()` and `training_state_objects()` are
+        left out of the weights file;
         `preset_metadata()` and `**metadata` go into `metadata.json`.
         """
         preset_lib.save(self, preset_dir, description=description, **metadata)
@@ -336,8 +337,15 @@ class ContrastiveModel(keras.Model):
         """
         return []
 
+    def training_state_objects(self) -> list:
+        """Layers holding training-only state (e.g. ProtoCLIP's episode
+        clusters): kept by `.keras` files and checkpoints, left out of
+        presets, and skipped by `load_weights` of a `.weights.h5` file (the
+        training loop recomputes it). None by default."""
+        return []
+
     def load_weights(self, filepath, skip_mismatch=False, **kwargs):
-        referenced = self.referenced_objects()
+        referenced = self.referenced_objects() + self.training_state_objects()
         if referenced and str(filepath).endswith(".weights.h5"):
             skip = list(kwargs.get("objects_to_skip") or [])
             kwargs["objects_to_skip"] = skip + referenced

@@ -130,7 +130,9 @@ class LiT(CLIP):
             encoder's own pooling, no head), the config stores the name
             instead of the tower, and `save_to_preset` / `load_weights` leave
             the frozen tower's weights out, so a preset holds only what LiT
-            trained. Needs a fully locked image tower without a head.
+            trained. Needs `lock_image=True` (the tower is the backbone alone,
+            no head) or `lock_image="backbone"` (the backbone is referenced,
+            `image_head` trains and is stored).
             (`image_tower_preset` is its old name, still accepted.)
         text_tower_source: str or `None`. The same for the text tower's
             backbone (e.g. `"all_minilm_l6_v2"`): the text tower is then
@@ -144,6 +146,12 @@ class LiT(CLIP):
             (`"mean"`, `"cls"`, ...).
         text_head: `"linear"` (default), `"mlp"` or `None`: the head on a
             referenced text backbone.
+        image_head: `None` (default), `"linear"` or `"mlp"`: a trained head
+            on a referenced image backbone (`image_tower_source` with
+            `lock_image="backbone"`).
+        projection_dim: int or `None`. Output width of `image_head`
+            (required with it); the text head projects to the image tower's
+            output width.
         **kwargs: `keras_towers.CLIP` arguments (`loss`, `logit_scale_init`,
             `max_logit_scale`, `label_smoothing`, ...).
 
@@ -176,6 +184,8 @@ class LiT(CLIP):
         text_tower_source: str | None = None,
         text_pooling: str | None = None,
         text_head: str | None = "linear",
+        image_head: str | None = None,
+        projection_dim: int | None = None,
         **kwargs,
     ):
         kwargs.update(
@@ -212,11 +222,20 @@ class LiT(CLIP):
         lock_text = False if lock_text is None else lock_text
         _check_lock("lock_image", lock_image)
         _check_lock("lock_text", lock_text)
-        if image_tower_source is not None and lock_image is not True:
+        if image_tower_source is not None and lock_image not in (True, "backbone"):
             raise ValueError(
                 "`image_tower_source` references frozen weights that the preset "
-                "does not store, so the image tower must be fully locked "
-                f"(lock_image=True). Received: lock_image={lock_image!r}"
+                "does not store, so the image backbone must be locked "
+                f"(lock_image=True or 'backbone'). Received: lock_image={lock_image!r}"
+            )
+        if image_head is not None and (
+            image_tower_source is None or lock_image != "backbone"
+        ):
+            raise ValueError(
+                "`image_head` is the trained head on a referenced image backbone: "
+                'it needs `image_tower_source` and `lock_image="backbone"`. '
+                f"Received: image_tower_source={image_tower_source!r}, "
+                f"lock_image={lock_image!r}"
             )
         if text_tower_source is not None:
             if text_tower is not None:
@@ -238,6 +257,9 @@ class LiT(CLIP):
                 modality="image",
                 pooling=image_pooling or pretrained.default_pooling(image_tower_source),
                 name="image_tower",
+                head=image_head,
+                projection_dim=projection_dim,
+                lock=lock_image,
             )
         if not isinstance(image_tower, ImageTower):
             if not isinstance(image_tower, keras.Model):
@@ -271,7 +293,11 @@ class LiT(CLIP):
                 sequence_length=preprocessor.sequence_length,
                 projection_dim=image_tower.output_dim,
             )
-        if image_tower_source is not None and image_tower.projection is not None:
+        if (
+            image_tower_source is not None
+            and lock_image is True
+            and image_tower.projection is not None
+        ):
             raise ValueError(
                 "With `image_tower_source` the image tower is the referenced "
                 "backbone alone: it cannot have a head (its trained weights "
@@ -292,6 +318,8 @@ class LiT(CLIP):
         self.text_tower_source = text_tower_source
         self.text_pooling = text_pooling
         self.text_head = text_head
+        self.image_head = image_head
+        self.projection_dim = projection_dim
 
     def get_config(self):
         config = super().get_config()
@@ -305,6 +333,8 @@ class LiT(CLIP):
                 "text_tower_source": self.text_tower_source,
                 "text_pooling": self.text_pooling,
                 "text_head": self.text_head,
+                "image_head": self.image_head,
+                "projection_dim": self.projection_dim,
             }
         )
         if self.text_tower_source is not None:
@@ -320,7 +350,9 @@ class LiT(CLIP):
         rebuilt from their sources, never stored in LiT's weights."""
         referenced = []
         if self.image_tower_source is not None:
-            referenced.append(self.image_tower)
+            locked_backbone_only = self.lock_image == "backbone"
+            tower = self.image_tower
+            referenced.append(tower.backbone if locked_backbone_only else tower)
         if self.text_tower_source is not None:
             referenced.append(self.text_tower.backbone)
         return referenced

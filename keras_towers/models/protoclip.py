@@ -11,9 +11,9 @@ from keras import ops
 from keras_towers import from_scratch
 from keras_towers import objectives_proto
 from keras_towers.constraints import ClampConstraint
-from keras_towers.models.clip import CLIP
 from keras_towers.models.clip import TOKEN_KEYS
 from keras_towers.models.clip import _tower_output
+from keras_towers.models.lit import LiT
 from keras_towers.ops import at_least_float32
 from keras_towers.ops import l2_normalize
 from keras_towers.preprocessing import IMAGE_KEY
@@ -60,7 +60,49 @@ def _proto_head(hidden_dim, proto_dim, input_dim, name, dtype):
 
 
 @keras.saving.register_keras_serializable(package="keras_towers")
-class ProtoCLIP(CLIP):
+class EpisodeState(keras.layers.Layer):
+    """ProtoCLIP's per-episode clusters and prototypes, as non-trainable
+    variables of fixed shape (`names` -> `(rows, dtype)`, see `_STATE`).
+
+    Training state, not model knowledge: `.keras` files and checkpoints
+    (`BackupAndRestore`) keep it, presets leave it out (the next episode
+    re-clusters anyway).
+    """
+
+    def __init__(self, episode_size, num_clusters, proto_dim, external, **kwargs):
+        super().__init__(**kwargs)
+        state = dict(_STATE)
+        if external:
+            state.update(_EXTERNAL_STATE)
+        rows = {"episode": int(episode_size), "clusters": int(num_clusters)}
+        self.names = tuple(state)
+        for name, (kind, dtype) in state.items():
+            shape = (rows[kind],) if dtype == "int32" else (rows[kind], proto_dim)
+            setattr(
+                self,
+                name,
+                self.add_weight(
+                    shape=shape,
+                    initializer="zeros",
+                    dtype=dtype,
+                    trainable=False,
+                    name=name,
+                ),
+            )
+        self.built = True
+        self._config = {
+            "episode_size": int(episode_size),
+            "num_clusters": int(num_clusters),
+            "proto_dim": int(proto_dim),
+            "external": bool(external),
+        }
+
+    def get_config(self):
+        return {**super().get_config(), **self._config}
+
+
+@keras.saving.register_keras_serializable(package="keras_towers")
+class ProtoCLIP(LiT):
     """ProtoCLIP: CLIP with prototype-level discrimination over episodes.
 
     Training runs in episodes (one Keras epoch each; see
@@ -90,9 +132,18 @@ class ProtoCLIP(CLIP):
     `(num_clusters, proto_dim)`) and a scalar `proto_active` (0 during the
     InfoNCE warm-up and LiT episodes, 1 otherwise), so the compiled train
     step reads the current episode's values on every backend without being
-    retraced. The state is part of the weights (`.keras`, presets): a saved
-    model resumes mid-episode; at the recipe's scale (`K=20000`, 128 dims)
-    it adds about 4 x 10 MB.
+    retraced. The state (sub-layer `episode_state`) is training state: it is
+    kept by `.keras` files and checkpoints but left out of presets (at the
+    recipe's scale, `K=20000` and 128 dims, it would add about 40 MB), and
+    the next episode re-clusters anyway.
+
+    Towers are chosen as in `keras_towers.LiT`, but both train by default:
+    pass `image_tower` / `text_tower` (trained from scratch or fine-tuned),
+    or reference pretrained backbones with `image_tower_source` /
+    `text_tower_source` and lock them (`lock_image="backbone"` +
+    `image_head="linear"` trains heads on frozen features; the backbones
+    are then not stored in presets). Without towers, a small ViT and text
+    transformer are built (`embedding_dim` wide).
 
     Args:
         image_tower: `keras_towers.ImageTower`. Default: a small ViT.
@@ -122,9 +173,17 @@ class ProtoCLIP(CLIP):
             `keras_towers.models.protoclip_teacher.teacher_features`.
             Requires `pbt=True` (the official code silently trains against
             zero prototypes otherwise).
-        **kwargs: `keras_towers.CLIP` arguments (`logit_scale_init`,
-            `max_logit_scale`, `learn_logit_scale`, `label_smoothing`,
-            `embedding_dim`, `name`). The CLIP objective is InfoNCE.
+        teacher_source: str or `None`. Which encoder computed the teacher
+            features (e.g. `"all_minilm_l6_v2"`); recorded in the config for
+            `keras-towers train` and the preset card, not used by the model.
+        lock_image, lock_text: as in `keras_towers.LiT`, but default
+            `False` (trained) for towers given as layers.
+        **kwargs: `keras_towers.LiT` arguments (`image_tower_source`,
+            `text_tower_source`, `image_head`, `projection_dim`,
+            `text_pooling`, `variant`, ...) and `keras_towers.CLIP`
+            arguments (`logit_scale_init`, `max_logit_scale`,
+            `learn_logit_scale`, `label_smoothing`, `embedding_dim`,
+            `name`). The CLIP objective is InfoNCE.
 
     Example:
 
@@ -176,9 +235,23 @@ class ProtoCLIP(CLIP):
         external_weight: float | None = None,
         pbt: bool = True,
         external_teacher: int | None = None,
+        teacher_source: str | None = None,
+        lock_image: bool | str | None = None,
+        lock_text: bool | str | None = None,
         **kwargs,
     ):
         kwargs.setdefault("name", "protoclip")
+        image_source = kwargs.get("image_tower_source")
+        text_source = kwargs.get("text_tower_source")
+        if kwargs.get("variant") is None:
+            if lock_image is None and image_source is None:
+                lock_image = False
+            if lock_text is None and text_source is None:
+                lock_text = False
+        if image_tower is None and image_source is None:
+            image_tower = ImageTower.vit(
+                projection_dim=kwargs.get("embedding_dim", 128)
+            )
         loss = kwargs.pop("loss", "infonce")
         if loss != "infonce":
             raise ValueError(
@@ -242,7 +315,14 @@ class ProtoCLIP(CLIP):
         # Read by `_diagnostic_names` inside `CLIP.__init__` (plain attribute:
         # Keras' tracking starts with `super().__init__`).
         object.__setattr__(self, "_has_teacher", external_teacher is not None)
-        super().__init__(image_tower, text_tower, preprocessor, **kwargs)
+        super().__init__(
+            image_tower,
+            text_tower,
+            preprocessor,
+            lock_image=lock_image,
+            lock_text=lock_text,
+            **kwargs,
+        )
 
         # === Layers ===
         width = self.image_tower.output_dim
@@ -263,24 +343,14 @@ class ProtoCLIP(CLIP):
             name="logit_scale_proto",
         )
         self.active_clusters = min(int(num_clusters), int(episode_size))
-        state = dict(_STATE)
-        if external_teacher is not None:
-            state.update(_EXTERNAL_STATE)
-        rows = {"episode": int(episode_size), "clusters": self.active_clusters}
-        self.episode_state_names = tuple(state)
-        for name, (kind, dtype) in state.items():
-            shape = (rows[kind],) if dtype == "int32" else (rows[kind], proto_dim)
-            setattr(
-                self,
-                name,
-                self.add_weight(
-                    shape=shape,
-                    initializer="zeros",
-                    dtype=dtype,
-                    trainable=False,
-                    name=name,
-                ),
-            )
+        self.episode_state = EpisodeState(
+            episode_size,
+            self.active_clusters,
+            proto_dim,
+            external=external_teacher is not None,
+            name="episode_state",
+        )
+        self.episode_state_names = self.episode_state.names
         self.proto_active = self.add_weight(
             shape=(),
             initializer="zeros",
@@ -303,6 +373,7 @@ class ProtoCLIP(CLIP):
         self.external_weight = float(external_weight)
         self.pbt = bool(pbt)
         self.external_teacher = external_teacher
+        self.teacher_source = teacher_source
 
     def _diagnostic_names(self, objective) -> tuple:
         return objectives_proto.protoclip_diagnostics(
@@ -361,7 +432,7 @@ class ProtoCLIP(CLIP):
                 f"{self.episode_state_names}."
             )
         for name, value in state.items():
-            variable = getattr(self, name)
+            variable = getattr(self.episode_state, name)
             value = np.asarray(value)
             if value.shape != tuple(variable.shape):
                 raise ValueError(
@@ -398,33 +469,34 @@ class ProtoCLIP(CLIP):
             y_pred["text_embeddings"],
             **self.objective_kwargs(),
         )
-        image_ids = ops.take(self.image_cluster_ids, index, axis=0)
-        text_ids = ops.take(self.text_cluster_ids, index, axis=0)
+        state = self.episode_state
+        image_ids = ops.take(state.image_cluster_ids, index, axis=0)
+        text_ids = ops.take(state.text_cluster_ids, index, axis=0)
         # Without PBT the student faces the other modality's raw centroids.
-        image_protos = self.image_prototypes if self.pbt else self.text_centroids
-        text_protos = self.text_prototypes if self.pbt else self.image_centroids
+        image_protos = state.image_prototypes if self.pbt else state.text_centroids
+        text_protos = state.text_prototypes if self.pbt else state.image_centroids
         i2t = objectives_proto.prototype_loss(
             y_pred["image_proto"],
             image_protos,
-            objectives_proto.prototype_targets(text_ids, self.text_centroids, tau),
+            objectives_proto.prototype_targets(text_ids, state.text_centroids, tau),
             scale,
         )
         t2i = objectives_proto.prototype_loss(
             y_pred["text_proto"],
             text_protos,
-            objectives_proto.prototype_targets(image_ids, self.image_centroids, tau),
+            objectives_proto.prototype_targets(image_ids, state.image_centroids, tau),
             scale,
         )
         external = (None, None)
         if self.external_teacher is not None:
-            labels = ops.take(self.external_cluster_ids, index, axis=0)
+            labels = ops.take(state.external_cluster_ids, index, axis=0)
             external = tuple(
                 objectives_proto.external_prototype_loss(
                     y_pred[f"{kind}_proto"], prototypes, labels, scale
                 )
                 for kind, prototypes in (
-                    ("image", self.image_external_prototypes),
-                    ("text", self.text_external_prototypes),
+                    ("image", state.image_external_prototypes),
+                    ("text", state.text_external_prototypes),
                 )
             )
         active = at_least_float32(self.proto_active)
@@ -472,9 +544,17 @@ class ProtoCLIP(CLIP):
                 "external_weight": self.external_weight,
                 "pbt": self.pbt,
                 "external_teacher": self.external_teacher,
+                "teacher_source": self.teacher_source,
             }
         )
         return config
+
+    def training_state_objects(self) -> list:
+        """The episode state: left out of presets (see the class docstring)."""
+        return [self.episode_state]
+
+    def preset_metadata(self) -> dict:
+        return {**super().preset_metadata(), "teacher_source": self.teacher_source}
 
     @classmethod
     def tiny(

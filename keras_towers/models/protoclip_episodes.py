@@ -22,6 +22,9 @@ episode's steps (tested in `tests/test_protoclip.py`).
 
 from __future__ import annotations
 
+import os
+import shutil
+
 import keras
 import numpy as np
 import tensorflow as tf
@@ -31,24 +34,33 @@ from keras_towers import objectives_proto
 from keras_towers.models.protoclip import SAMPLE_INDEX_KEY
 from keras_towers.preprocessing import IMAGE_KEY
 from keras_towers.preprocessing import TEXT_KEY
+from keras_towers.utils.epochs import shuffled_index_batches
+
+#: Accepted inputs per modality: raw data or a locked tower's cached features.
+_INPUT_KEYS = {
+    "image": (IMAGE_KEY, "image_features"),
+    "text": (TEXT_KEY, "text_features"),
+}
 
 
 def _as_arrays(pairs) -> dict:
-    """`{"images", "texts"}` from a dict of arrays or `training.PairArrays`."""
+    """Equally long arrays from a dict or `training.PairArrays`: raw
+    `"images"` / `"texts"`, or a locked tower's cached `"image_features"` /
+    `"text_features"` (`keras_towers.cache_locked_features`)."""
     if not isinstance(pairs, dict):
         pairs = {IMAGE_KEY: pairs.images, TEXT_KEY: pairs.texts}
     arrays = {}
     for key, value in pairs.items():
         value = np.asarray(value)
         arrays[key] = value.astype(str) if value.dtype == object else value
-    for key in (IMAGE_KEY, TEXT_KEY):
-        if key not in arrays:
+    for modality, keys in _INPUT_KEYS.items():
+        if not any(k in arrays for k in keys):
             raise ValueError(
-                f"`pairs` must hold {IMAGE_KEY!r} and {TEXT_KEY!r}. Received "
-                f"keys: {sorted(arrays)}"
+                f"`pairs` must hold the {modality} input, one of {keys}. "
+                f"Received keys: {sorted(arrays)}"
             )
     lengths = {k: len(v) for k, v in arrays.items()}
-    if len(set(lengths.values())) != 1 or not lengths[IMAGE_KEY]:
+    if len(set(lengths.values())) != 1 or not min(lengths.values()):
         raise ValueError(
             f"`pairs` arrays must be non-empty and equally long. Received: {lengths}"
         )
@@ -68,10 +80,11 @@ class ProtoCLIPEpisodes(keras.callbacks.Callback):
     they are clustered anyway, so the prototype diagnostics are logged in
     every episode.
 
-    `lit_start_episode` only switches the prototype terms off; the official
-    recipe also freezes the image tower (learning rate 0) for those last
-    episodes, which here needs a second `fit` after
-    `model.image_tower.trainable = False` and `model.compile(...)`.
+    The final LiT phase of the official recipe (`lit_start_episode`:
+    prototype terms off and the image tower frozen, learning rate 0) needs
+    `ProtoCLIPEpisodes.fit`, which runs it as a second `fit` with the image
+    tower locked and the same optimizer; a plain `model.fit(episodes.dataset,
+    callbacks=[episodes])` only switches the prototype terms off.
 
     Args:
         model: a `keras_towers.ProtoCLIP`.
@@ -139,14 +152,14 @@ class ProtoCLIPEpisodes(keras.callbacks.Callback):
             )
         if teacher_features is not None:
             teacher_features = np.asarray(teacher_features, "float32")
-            expected = (len(arrays[IMAGE_KEY]), teacher)
+            expected = (len(next(iter(arrays.values()))), teacher)
             if teacher_features.shape != expected:
                 raise ValueError(
                     f"`teacher_features` must have shape {expected} (one row "
                     f"per pair). Received: {teacher_features.shape}"
                 )
         self._protoclip = model
-        self.num_pairs = len(arrays[IMAGE_KEY])
+        self.num_pairs = len(next(iter(arrays.values())))
         self.episode_size = episode_size
         self.batch_size = int(batch_size)
         self.seed = int(seed)
@@ -173,22 +186,10 @@ class ProtoCLIPEpisodes(keras.callbacks.Callback):
         return batch
 
     def _training_dataset(self) -> tf.data.Dataset:
-        size, seed = self.episode_size, self.seed
-
-        def one_episode(_):
-            order = tf.random.experimental.stateless_shuffle(
-                tf.range(size, dtype=tf.int64),
-                seed=tf.stack(
-                    [tf.constant(seed, tf.int64), self._episode.read_value()]
-                ),
-            )
-            return tf.data.Dataset.from_tensor_slices(order)
-
-        ds = tf.data.Dataset.from_tensors(0).flat_map(one_episode)
-        ds = ds.batch(self.batch_size, drop_remainder=True)
-        # flat_map hides the length; Keras warns about running out of data.
-        ds = ds.apply(tf.data.experimental.assert_cardinality(size // self.batch_size))
-        return ds.map(self._gather)
+        positions = shuffled_index_batches(
+            self.episode_size, self.batch_size, self.seed, self._episode
+        )
+        return positions.map(self._gather)
 
     def sample_episode(self, episode: int) -> np.ndarray:
         """The data-set rows of `episode` (with replacement), from `(seed, episode)`."""
@@ -265,4 +266,117 @@ class ProtoCLIPEpisodes(keras.callbacks.Callback):
         state = self.cluster_episode(self.episode_features(), epoch)
         self._protoclip.set_episode_state(
             proto_active=self.proto_active(epoch), **state
+        )
+
+    def fit(
+        self,
+        epochs: int,
+        callbacks=(),
+        backup_dir: str | None = None,
+        verbose="auto",
+    ) -> dict:
+        """Train the model for `epochs` episodes; the LiT phase freezes the
+        image tower.
+
+        Episodes `0 .. lit_start_episode - 1` run as one `fit`; from
+        `lit_start_episode` on, the image tower is locked (`trainable =
+        False`: not updated, run in inference mode), the model is recompiled
+        with the same optimizer (its state and step count carry over) and a
+        second `fit` continues the episode count.
+
+        Args:
+            epochs: int. Total number of episodes.
+            callbacks: more Keras callbacks (both phases).
+            backup_dir: str or `None`. With it, `keras.callbacks.BackupAndRestore`
+                checkpoints every episode (one subfolder per phase) and a
+                rerun with the same arguments resumes where an interrupted
+                run stopped, with the same episodes; the folder is removed
+                when training completes.
+            verbose: `fit`'s verbosity.
+
+        Returns:
+            The history dict of the episodes run now (both phases).
+        """
+        if int(epochs) < 1:
+            raise ValueError(f"`epochs` must be >= 1. Received: {epochs}")
+        model = self._protoclip
+        lit = self.lit_start_episode
+        phases = [(0, int(epochs), "episodes")]
+        if lit is not None and 0 < lit < epochs:
+            phases = [(0, lit, "episodes"), (lit, int(epochs), "lit_phase")]
+        elif lit is not None and lit <= 0:
+            phases = [(0, int(epochs), "lit_phase")]
+        history: dict = {}
+        for start, end, name in phases:
+            if name == "lit_phase" and _freeze_image_tower(model):
+                _recompile_keeping_optimizer_state(model)
+            phase_callbacks = [self, *callbacks]
+            if backup_dir is not None:
+                phase_callbacks.append(
+                    keras.callbacks.BackupAndRestore(
+                        os.path.join(backup_dir, name), delete_checkpoint=False
+                    )
+                )
+            result = model.fit(
+                self.dataset,
+                epochs=end,
+                initial_epoch=start,
+                callbacks=phase_callbacks,
+                verbose=verbose,
+            )
+            for key, values in result.history.items():
+                history.setdefault(key, []).extend(values)
+        if backup_dir is not None and os.path.isdir(backup_dir):
+            shutil.rmtree(backup_dir)
+        return history
+
+
+def _freeze_image_tower(model) -> bool:
+    """Freeze what still trains in the image tower; `True` if anything did.
+
+    A tower whose backbone is locked keeps `locked_part == "backbone"` (its
+    cached pooled features stay valid) and gets its head frozen; any other
+    tower is frozen whole (`trainable = False`, then run in inference mode).
+    """
+    tower = model.image_tower
+    if tower.locked_part == "tower":
+        return False
+    if tower.locked_part == "backbone":
+        if tower.projection is None or not tower.projection.trainable:
+            return False
+        tower.projection.trainable = False
+        return True
+    tower.trainable = False
+    return True
+
+
+def _recompile_keeping_optimizer_state(model) -> None:
+    """Recompile after trainable variables were frozen, carrying the
+    optimizer's state over.
+
+    Keras' JAX trainer needs the optimizer built on exactly the trainable
+    variables, so a fresh optimizer of the same config is compiled (the
+    model's `compile` re-applies its weight-decay exclusions), built, and
+    given the old optimizer's values for every variable both hold (step
+    count, moments of the variables that still train), matched by path.
+    """
+    old = model.optimizer
+    if old is None or not old.built:
+        model.compile(optimizer=old)
+        return
+    new = type(old).from_config(old.get_config())
+    model.compile(optimizer=new)
+    new.build(model.trainable_variables)
+    values = {v.path: v for v in old.variables}
+    missing = []
+    for variable in new.variables:
+        source = values.get(variable.path)
+        if source is None:
+            missing.append(variable.path)
+        else:
+            variable.assign(source)
+    if missing:
+        raise RuntimeError(
+            f"Optimizer state not carried over for {missing}: the optimizer "
+            "names its variables differently than expected."
         )
