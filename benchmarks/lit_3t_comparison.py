@@ -20,149 +20,27 @@ KERAS_BACKEND=tensorflow .venv/bin/python benchmarks/lit_3t_comparison.py \
     --epochs 20 --limit 1000 --output-dir runs/lit_3t_comparison
 ```
 
-Quick smoke run: `--epochs 1 --limit 200 --methods lit`.
+Quick smoke run: `--epochs 1 --limit 200 --methods lit`. The work is done by
+`benchmarks/compare_methods.py` (any recipes, linear probe); this script fixes
+its method list and output folder.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
+import os
 import sys
-from pathlib import Path
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import compare_methods  # noqa: E402
 
 METHODS = ("clip", "lit", "lit-minilm", "three-towers")
-TASKS = ("zeroshot:animal-mnist", "zeroshot:fashion-mnist", "retrieval:tuxpaint")
-COLUMNS = (
-    ("zeroshot:animal-mnist", "accuracy", "Animal-MNIST top-1"),
-    ("zeroshot:fashion-mnist", "accuracy", "Fashion-MNIST top-1"),
-    ("retrieval:tuxpaint", "image_to_text_recall@1", "Tux i->t R@1"),
-    ("retrieval:tuxpaint", "image_to_text_recall@10", "Tux i->t R@10"),
-    ("retrieval:tuxpaint", "text_to_image_recall@1", "Tux t->i R@1"),
-    ("retrieval:tuxpaint", "text_to_image_recall@10", "Tux t->i R@10"),
-)
-
-
-def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--methods", default=",".join(METHODS))
-    parser.add_argument("--epochs", type=int, default=20)
-    parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--learning-rate", type=float, default=1e-3)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument(
-        "--limit",
-        type=int,
-        default=1000,
-        help="fixed zero-shot test subset size (0: the full test sets)",
-    )
-    parser.add_argument("--output-dir", default="runs/lit_3t_comparison")
-    parser.add_argument("--json", help="also write the results here")
-    args = parser.parse_args(argv)
-    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    unknown = sorted(set(methods) - set(METHODS))
-    if unknown or not methods:
-        parser.error(f"--methods must be a subset of {METHODS}; got {unknown}")
-    if args.epochs < 1 or args.batch_size < 1 or args.limit < 0:
-        parser.error("--epochs and --batch-size must be >= 1 and --limit >= 0")
-    args.methods = methods
-    return args
-
-
-def train(method: str, args, output: Path) -> float:
-    """Train `method` with `keras-towers train` (unless finished already);
-    returns the training seconds recorded in the preset (frozen-feature
-    caching included)."""
-    from keras_towers import cli
-
-    if (output / "config.json").is_file():
-        print(f"{method}: reusing the finished run in {output}")
-        return _recorded_seconds(output)
-    argv = [
-        "train",
-        "--method",
-        method,
-        "--data",
-        "embedded",
-        "--epochs",
-        str(args.epochs),
-        "--batch-size",
-        str(args.batch_size),
-        "--learning-rate",
-        str(args.learning_rate),
-        "--seed",
-        str(args.seed),
-        "--output",
-        str(output),
-        "--verbose",
-        "2",
-    ]
-    # `keras-towers train` records `sys.argv` as the command in the preset.
-    saved_argv = sys.argv
-    sys.argv = ["keras-towers", *argv]
-    try:
-        code = cli.main(argv)
-    finally:
-        sys.argv = saved_argv
-    if code:
-        raise SystemExit(f"training {method} failed with exit code {code}")
-    return _recorded_seconds(output)
-
-
-def _recorded_seconds(output: Path) -> float:
-    metadata = json.loads((output / "metadata.json").read_text())
-    return float(metadata.get("training", {}).get("seconds_this_run", float("nan")))
-
-
-def evaluate(output: Path, limit: int | None) -> dict:
-    from keras_towers import ContrastiveModel
-    from keras_towers import tasks
-
-    model = ContrastiveModel.from_preset(str(output))  # the class the preset records
-    metrics = {}
-    for task in TASKS:
-        options = {"limit": limit} if task.startswith("zeroshot") else {}
-        metrics[task] = tasks.run(model, task, verbose=0, **options)["metrics"]
-    return metrics
-
-
-def print_table(results: dict) -> None:
-    header = ["method", *(c[2] for c in COLUMNS), "train s"]
-    rows = [
-        [
-            method,
-            *(f"{r['metrics'][task][key]:.1%}" for task, key, _ in COLUMNS),
-            f"{r['seconds']:.0f}",
-        ]
-        for method, r in results.items()
-    ]
-    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
-    for row in [header, ["-" * w for w in widths], *rows]:
-        print(" | ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)))
 
 
 def main(argv=None) -> int:
-    import keras
-
-    args = parse_args(argv)
-    limit = args.limit or None
-    root = Path(args.output_dir)
-    results = {}
-    for method in args.methods:
-        output = root / method
-        seconds = train(method, args, output)
-        print(f"{method}: evaluating {output}")
-        results[method] = {"seconds": seconds, "metrics": evaluate(output, limit)}
-    print(
-        f"\nsame budget: {args.epochs} epochs, batch {args.batch_size}, "
-        f"lr {args.learning_rate} (1 epoch warm-up, cosine), seed {args.seed}, "
-        f"backend {keras.config.backend()}; zero-shot on "
-        f"{limit or 'all'} test images, retrieval on 178 held-out Tux Paint stamps "
-        "(chance: 10% zero-shot, 0.6% R@1 / 5.6% R@10)"
-    )
-    print_table(results)
-    if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=2, sort_keys=True))
-    return 0
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not any(a.startswith("--output-dir") for a in argv):
+        argv += ["--output-dir", "runs/lit_3t_comparison"]
+    return compare_methods.main(argv, default_methods=METHODS)
 
 
 if __name__ == "__main__":

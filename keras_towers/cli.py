@@ -158,6 +158,50 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--report", help="directory for metrics JSON and plots")
     train.add_argument("--description", default="", help="preset description")
     train.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2))
+    proto = train.add_argument_group(
+        "ProtoCLIP options (--method protoclip / protoclip-heads)",
+        "One --epochs is one episode: --episode-size pairs drawn with "
+        "replacement, clustered at its start.",
+    )
+    proto.add_argument(
+        "--num-clusters",
+        type=_positive_int,
+        help="K per episode (default: episode size / 10, the official ratio)",
+    )
+    proto.add_argument(
+        "--episode-size",
+        type=_positive_int,
+        help="samples per episode (default: the number of training pairs)",
+    )
+    proto.add_argument(
+        "--proto-weight", type=float, help="weight of the prototype terms (1)"
+    )
+    proto.add_argument(
+        "--external-weight",
+        type=float,
+        help="weight of the external-teacher terms (1 with --teacher)",
+    )
+    proto.add_argument(
+        "--teacher",
+        help="external text teacher: a registered text encoder, e.g. "
+        "all_minilm_l6_v2 (default: none)",
+    )
+    proto.add_argument(
+        "--teacher-pca-dim",
+        type=_positive_int,
+        help="PCA width of the teacher's features (64)",
+    )
+    proto.add_argument(
+        "--lit-start-episode",
+        type=int,
+        help="first episode of the final LiT phase: prototype terms off, "
+        "image tower frozen (default: no LiT phase)",
+    )
+    proto.add_argument(
+        "--infonce-warmup-episodes",
+        type=int,
+        help="leading InfoNCE-only episodes (1)",
+    )
     train.set_defaults(func=cmd_train)
 
     # --- eval ---
@@ -430,7 +474,6 @@ def _read_history(path: Path) -> dict:
 def cmd_train(args) -> int:
     import keras
 
-
     for task in args.eval:
         tasks.parse(task)
     output = Path(args.output)
@@ -446,6 +489,19 @@ def cmd_train(args) -> int:
                 "(nothing was overwritten)."
             )
     recipe = recipes.get(args.method)
+    method_options = {
+        name: getattr(args, name)
+        for name in recipes.MODEL_OPTIONS + recipes.EPISODE_OPTIONS
+        if getattr(args, name, None) is not None
+    }
+    refused = sorted(set(method_options) - set(recipe.options))
+    if refused:
+        flags = ", ".join("--" + name.replace("_", "-") for name in refused)
+        accepting = [n for n in recipes.names() if recipes.get(n).options]
+        raise ValueError(
+            f"{flags} do not apply to --method {args.method}; they are options "
+            f"of {accepting}."
+        )
     keras.utils.set_random_seed(args.seed)
     image_size = args.image_size or recipe.image_size
     train_pairs, validation_pairs, data_info = recipes.load_training_data(
@@ -457,10 +513,25 @@ def cmd_train(args) -> int:
         + f", image size {image_size}, backend {keras.config.backend()}"
     )
     output.mkdir(parents=True, exist_ok=True)
-    model = recipe.build(image_size=image_size)
+    model_options = {
+        k: v for k, v in method_options.items() if k in recipes.MODEL_OPTIONS
+    }
+    episode_options = {
+        k: v for k, v in method_options.items() if k in recipes.EPISODE_OPTIONS
+    }
+    if recipe.options:
+        model_options.setdefault("episode_size", len(train_pairs))
+    model = recipe.build(image_size=image_size, **model_options)
+    if recipe.options:
+        print(
+            f"episodes of {model.episode_size} pairs (drawn with replacement), "
+            f"K={model.active_clusters} clusters"
+            + (f", teacher {model.teacher_source}" if model.external_teacher else "")
+        )
     learning_rate = args.learning_rate
     if not args.constant_lr:
-        steps_per_epoch = max(1, len(train_pairs) // args.batch_size)
+        examples = getattr(model, "episode_size", len(train_pairs))
+        steps_per_epoch = max(1, examples // args.batch_size)
         total = steps_per_epoch * args.epochs
         warmup = min(int(round(args.warmup_epochs * steps_per_epoch)), total - 1)
         learning_rate = keras.optimizers.schedules.CosineDecay(
@@ -483,6 +554,7 @@ def cmd_train(args) -> int:
         # Appends across --resume, so the report covers every epoch.
         callbacks=[keras.callbacks.CSVLogger(str(output / "history.csv"), append=True)],
         verbose=args.verbose,
+        **episode_options,
     )
     seconds = history.pop("seconds")
     metrics = {}
@@ -508,6 +580,7 @@ def cmd_train(args) -> int:
             else f"linear warmup {args.warmup_epochs} epochs, cosine decay to 0",
             "weight_decay": args.weight_decay,
             "image_size": image_size,
+            **({"method_options": method_options} if method_options else {}),
             "seed": args.seed,
             "backend": keras.config.backend(),
             "seconds_this_run": round(seconds, 1),
@@ -519,7 +592,6 @@ def cmd_train(args) -> int:
     if metrics:
         _print_table([(str(output), task, m) for task, m in metrics.items()])
     if args.report:
-
         report_dir = Path(args.report)
         report_dir.mkdir(parents=True, exist_ok=True)
         history = _read_history(output / "history.csv") or history

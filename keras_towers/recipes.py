@@ -28,8 +28,11 @@ from keras_towers.datasets.paths import data_dir
 from keras_towers.feature_cache import cache_locked_features
 from keras_towers.models import CLIP
 from keras_towers.models import LiT
+from keras_towers.models import ProtoCLIP
 from keras_towers.models import SigLIP
 from keras_towers.models import ThreeTowers
+from keras_towers.models.protoclip_episodes import ProtoCLIPEpisodes
+from keras_towers.models.protoclip_teacher import teacher_features
 from keras_towers.preprocessing import IMAGE_KEY
 from keras_towers.preprocessing import TEXT_KEY
 from keras_towers.preprocessing import ByteTokenizer
@@ -44,17 +47,35 @@ class Recipe:
     build: Callable
     image_size: int
     description: str = ""
+    #: Method options the recipe accepts (`build` takes `MODEL_OPTIONS`, its
+    #: trainer `EPISODE_OPTIONS`); the CLI refuses them for other recipes.
+    options: tuple = ()
+
+
+#: ProtoCLIP options of `build` (model) and of the trainer (episodes).
+MODEL_OPTIONS = (
+    "num_clusters",
+    "episode_size",
+    "proto_weight",
+    "external_weight",
+    "teacher",
+    "teacher_pca_dim",
+)
+EPISODE_OPTIONS = ("lit_start_episode", "infonce_warmup_episodes")
 
 
 RECIPES = Registry("method", hint="Register one with `register_recipe`.")
 TRAINERS = Registry("trainer")
 
 
-def register_recipe(name: str, image_size: int, description: str = ""):
-    """Decorator registering `build(image_size) -> model` under `name`."""
+def register_recipe(
+    name: str, image_size: int, description: str = "", options: tuple = ()
+):
+    """Decorator registering `build(image_size, **options) -> model` under
+    `name` (`options`: the method options it accepts)."""
 
     def wrap(build):
-        RECIPES.add(name, Recipe(name, build, image_size, description))
+        RECIPES.add(name, Recipe(name, build, image_size, description, options))
         return build
 
     return wrap
@@ -142,6 +163,7 @@ FROZEN_BACKBONE = "efficientnet_lite0_imagenet"
 #: EfficientNet-Lite0's input resolution.
 FROZEN_IMAGE_SIZE = 224
 
+
 def register_trainer(name: str):
     """Decorator: `fn(data) -> train` replacing `training.train` for a recipe.
 
@@ -152,7 +174,8 @@ def register_trainer(name: str):
 
 def trainer(name: str, data: str = "embedded") -> Callable:
     """The training function of recipe `name` on `data` (default:
-    `keras_towers.training.train`)."""
+    `keras_towers.training.train`). ProtoCLIP recipes' trainers also take
+    `EPISODE_OPTIONS` as keyword arguments."""
     get(name)
     if name not in TRAINERS:
         return training.train
@@ -336,3 +359,208 @@ def _cached_feature_trainer(data: str) -> Callable:
 register_trainer("lit")(_cached_feature_trainer)
 register_trainer("lit-minilm")(_cached_feature_trainer)
 register_trainer("three-towers")(_cached_feature_trainer)
+
+
+# === ProtoCLIP, in the two regimes of the comparison ===
+#
+# `protoclip` trains the `clip` recipe's towers from scratch; `lit-heads` and
+# `protoclip-heads` train linear heads on the locked pretrained backbones
+# (ImageNet EfficientNet-Lite0, all-MiniLM-L6-v2, both referenced by name, not
+# stored), the regime where CLIP is above chance on this data. Within a
+# regime the towers, data, batches and epochs are the same; only the
+# objective (and ProtoCLIP's prototype heads) differ.
+
+#: Pairs in the embedded corpus's train split (the default episode size).
+EMBEDDED_TRAIN_PAIRS = 2236
+#: Width of both heads in the `*-heads` recipes.
+HEADS_DIM = 256
+#: Hidden width of `protoclip-heads`' prototype heads (ProtoCLIP's default
+#: 2048 would hold 4x the parameters of the heads it trains, for 2k pairs).
+HEADS_PROTO_HIDDEN_DIM = 512
+
+
+def protoclip_options(
+    num_clusters: int | None = None,
+    episode_size: int | None = None,
+    proto_weight: float = 1.0,
+    external_weight: float | None = None,
+    teacher: str | None = None,
+    teacher_pca_dim: int = 64,
+) -> dict:
+    """`ProtoCLIP` keyword arguments from the CLI's method options.
+
+    `episode_size` defaults to the embedded corpus's train split (the CLI
+    passes the data's size) and `num_clusters` to `episode_size // 10` (the
+    official recipe's ratio: 20,000 clusters for 200,000-sample episodes).
+    `teacher` names a registered frozen text encoder (e.g.
+    `"all_minilm_l6_v2"`) whose PCA'd caption features (`teacher_pca_dim`)
+    are the external teacher.
+    """
+    episode_size = int(episode_size or EMBEDDED_TRAIN_PAIRS)
+    if num_clusters is None:
+        num_clusters = max(1, episode_size // 10)
+    options = {
+        "num_clusters": int(num_clusters),
+        "episode_size": episode_size,
+        "proto_weight": float(proto_weight),
+    }
+    if teacher is not None:
+        if teacher not in pretrained.names("text"):
+            raise ValueError(
+                f"Unknown teacher {teacher!r}: a registered text encoder is "
+                f"expected, one of {pretrained.names('text')}."
+            )
+        options.update(external_teacher=int(teacher_pca_dim), teacher_source=teacher)
+        if external_weight is not None:
+            options["external_weight"] = float(external_weight)
+    elif external_weight not in (None, 0, 0.0):
+        raise ValueError(
+            "`external_weight` needs a `teacher`. Received: "
+            f"external_weight={external_weight}, teacher=None."
+        )
+    return options
+
+
+@register_recipe(
+    "protoclip",
+    image_size=64,
+    description="ProtoCLIP on the `clip` recipe's towers (from scratch) + "
+    "prototype heads (2048 -> 128); K = episode size / 10, episode = the "
+    "training set drawn with replacement; optional MiniLM teacher",
+    options=MODEL_OPTIONS + EPISODE_OPTIONS,
+)
+def build_protoclip(image_size: int = 64, **options):
+    parts = from_scratch.build("small", image_size)
+    return ProtoCLIP(
+        parts.image_tower,
+        parts.text_tower,
+        parts.preprocessor,
+        **protoclip_options(**options),
+    )
+
+
+@register_recipe(
+    "protoclip-tiny",
+    image_size=32,
+    description="`ProtoCLIP.tiny()` (K = episode size / 10): smoke runs and tests",
+    options=MODEL_OPTIONS + EPISODE_OPTIONS,
+)
+def build_protoclip_tiny(image_size: int = 32, **options):
+    return ProtoCLIP.tiny(image_size=image_size, **protoclip_options(**options))
+
+
+def _pretrained_heads_kwargs() -> dict:
+    return {
+        "preprocessor": pretrained.preprocessor(
+            FROZEN_BACKBONE, "all_minilm_l6_v2", sequence_length=32
+        ),
+        "image_tower_source": FROZEN_BACKBONE,
+        "lock_image": "backbone",
+        "image_head": "linear",
+        "projection_dim": HEADS_DIM,
+        "text_tower_source": "all_minilm_l6_v2",
+        "lock_text": "backbone",
+        "text_pooling": "mean",
+        "text_head": "linear",
+    }
+
+
+@register_recipe(
+    "lit-heads",
+    image_size=FROZEN_IMAGE_SIZE,
+    description="CLIP objective on locked ImageNet EfficientNet-Lite0 (224 px) "
+    "and locked all-MiniLM-L6-v2 backbones (referenced, not stored) with "
+    f"trained linear heads to {HEADS_DIM} on both; trains on cached features",
+)
+def build_lit_heads(image_size: int = FROZEN_IMAGE_SIZE):
+    _check_frozen_size("lit-heads", image_size)
+    return LiT(**_pretrained_heads_kwargs())
+
+
+@register_recipe(
+    "protoclip-heads",
+    image_size=FROZEN_IMAGE_SIZE,
+    description="ProtoCLIP on the `lit-heads` towers (locked EfficientNet-Lite0 "
+    "+ MiniLM backbones, trained linear heads) + prototype heads; trains on "
+    f"cached features (prototype heads {HEADS_PROTO_HIDDEN_DIM} -> 128)",
+    options=MODEL_OPTIONS + EPISODE_OPTIONS,
+)
+def build_protoclip_heads(image_size: int = FROZEN_IMAGE_SIZE, **options):
+    _check_frozen_size("protoclip-heads", image_size)
+    return ProtoCLIP(
+        **_pretrained_heads_kwargs(),
+        proto_hidden_dim=HEADS_PROTO_HIDDEN_DIM,
+        **protoclip_options(**options),
+    )
+
+
+register_trainer("lit-heads")(_cached_feature_trainer)
+
+
+def _protoclip_trainer(data: str) -> Callable:
+    """Episodes (`ProtoCLIPEpisodes.fit`), on cached features of the locked
+    backbones when the towers have them, with the teacher when set."""
+
+    def train(
+        model,
+        train_pairs: PairArrays,
+        epochs: int,
+        batch_size: int = 128,
+        validation_pairs: PairArrays | None = None,
+        seed: int = 0,
+        backup_dir: str | None = None,
+        callbacks=(),
+        verbose="auto",
+        lit_start_episode: int | None = None,
+        infonce_warmup_episodes: int = 1,
+    ) -> dict:
+        if epochs < 1:
+            raise ValueError(f"`epochs` must be >= 1. Received: {epochs}")
+        start = time.perf_counter()
+        arrays = {IMAGE_KEY: train_pairs.images, TEXT_KEY: train_pairs.texts}
+        size = _frozen_image_size(model)
+        sources = model.feature_sources()
+        if any(s.tower is not None and s.tower.locked_part for s in sources):
+            arrays = locked_feature_arrays(
+                model, train_pairs, _frozen_size_pairs(data, train_pairs, 0, size)
+            )
+            if "text_features" in arrays:
+                arrays.pop(TEXT_KEY)
+            print(
+                f"locked-backbone features ready in {time.perf_counter() - start:.1f} s"
+            )
+        teacher = None
+        if model.external_teacher is not None:
+            teacher = teacher_features(
+                [str(t) for t in train_pairs.texts],
+                source=model.teacher_source or "all_minilm_l6_v2",
+                pca_dim=model.external_teacher,
+                cache_dir=str(data_dir() / "features" / "teacher"),
+            )
+        if validation_pairs is not None and len(validation_pairs):
+            print(
+                "ProtoCLIP: no val_ metrics during training (the prototype "
+                "terms are defined on the training episode's clusters); use "
+                "--eval for held-out metrics."
+            )
+        episodes = ProtoCLIPEpisodes(
+            model,
+            arrays,
+            batch_size=batch_size,
+            seed=seed,
+            teacher_features=teacher,
+            infonce_warmup_episodes=infonce_warmup_episodes,
+            lit_start_episode=lit_start_episode,
+        )
+        result = episodes.fit(
+            epochs, callbacks=callbacks, backup_dir=backup_dir, verbose=verbose
+        )
+        result["seconds"] = time.perf_counter() - start
+        return result
+
+    return train
+
+
+register_trainer("protoclip")(_protoclip_trainer)
+register_trainer("protoclip-tiny")(_protoclip_trainer)
+register_trainer("protoclip-heads")(_protoclip_trainer)

@@ -199,3 +199,63 @@ def test_train_writes_a_loadable_preset(capsys, tmp_path, pairs_csv):
         "0",
     )
     assert code == 2 and "already holds a trained preset" in err
+
+
+def test_train_protoclip_with_lit_phase_and_method_options(capsys, tmp_path, pairs_csv):
+    import keras_towers
+
+    output = tmp_path / "proto"
+    code, out, _ = _run(
+        capsys,
+        "train",
+        "--method",
+        "protoclip-tiny",
+        "--data",
+        str(pairs_csv),
+        "--epochs",
+        "3",
+        "--batch-size",
+        "16",
+        "--num-clusters",
+        "6",
+        "--lit-start-episode",
+        "2",
+        "--output",
+        str(output),
+        "--verbose",
+        "0",
+    )
+    assert code == 0, out
+    assert "episodes of 48 pairs" in out and "K=6 clusters" in out
+    metadata = json.loads((output / "metadata.json").read_text())
+    assert metadata["class_name"] == "ProtoCLIP"
+    assert metadata["training"]["method_options"] == {
+        "num_clusters": 6,
+        "lit_start_episode": 2,
+    }
+    assert not (output / "backup").exists()
+    with open(output / "history.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 3
+    # Episode 0 (warm-up) and 2 (LiT phase) train InfoNCE only.
+    assert [float(r["loss"]) == float(r["clip_loss"]) for r in rows] == [
+        True,
+        False,
+        True,
+    ]
+    model = keras_towers.ProtoCLIP.from_preset(str(output))
+    assert model.active_clusters == 6 and model.episode_size == 48
+    # ProtoCLIP options are refused for other methods, naming the flag.
+    code, _, err = _run(
+        capsys,
+        "train",
+        "--method",
+        "clip-tiny",
+        "--data",
+        str(pairs_csv),
+        "--num-clusters",
+        "4",
+        "--output",
+        str(tmp_path / "refused"),
+    )
+    assert code == 2 and "--num-clusters" in err and "protoclip" in err
