@@ -15,6 +15,7 @@ GUIDES = os.path.join(os.path.dirname(os.path.dirname(__file__)), "guides")
         "evaluate_and_train_on_your_data.py",
         "lit.py",
         "three_towers.py",
+        "protoclip.py",
     ],
 )
 def test_guide_runs(name, monkeypatch, capsys):
