@@ -9,6 +9,7 @@ model = keras_towers.CLIP.tiny()
 """
 
 from keras_towers import backbones
+from keras_towers import clustering
 from keras_towers import converters
 from keras_towers import datasets
 from keras_towers import efficientnet_lite
@@ -16,6 +17,7 @@ from keras_towers import evaluation
 from keras_towers import from_scratch
 from keras_towers import objectives
 from keras_towers import ops
+from keras_towers import optimizers
 from keras_towers import presets
 from keras_towers import pretrained
 from keras_towers import recipes
@@ -55,6 +57,7 @@ __all__ = [
     "backbones",
     "cache_locked_features",
     "clear_feature_cache",
+    "clustering",
     "converters",
     "efficientnet_lite",
     "datasets",
@@ -62,6 +65,7 @@ __all__ = [
     "from_scratch",
     "objectives",
     "ops",
+    "optimizers",
     "presets",
     "pretrained",
     "recipes",
