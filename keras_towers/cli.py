@@ -12,6 +12,8 @@ import sys
 import time
 from pathlib import Path
 
+import keras
+
 from keras_towers import datasets
 from keras_towers import evaluation
 from keras_towers import presets
@@ -21,6 +23,7 @@ from keras_towers.datasets import read_image
 from keras_towers.evaluation import report
 from keras_towers.models import ContrastiveModel
 from keras_towers.utils.io import write_json
+from keras_towers.version import __version__
 
 DESCRIPTION = """\
 keras_towers: contrastive vision-language models on JAX, PyTorch or TensorFlow.
@@ -68,6 +71,12 @@ def build_parser() -> argparse.ArgumentParser:
         prog="keras-towers",
         description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--version",
+        action="version",
+        version=f"keras-towers {__version__} (keras {keras.__version__}, backend "
+        f"{keras.config.backend()})",
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.required = True
@@ -472,7 +481,6 @@ def _read_history(path: Path) -> dict:
 
 
 def cmd_train(args) -> int:
-    import keras
 
     for task in args.eval:
         tasks.parse(task)

@@ -259,3 +259,15 @@ def test_train_protoclip_with_lit_phase_and_method_options(capsys, tmp_path, pai
         str(tmp_path / "refused"),
     )
     assert code == 2 and "--num-clusters" in err and "protoclip" in err
+
+
+def test_version(capsys):
+    import keras
+
+    import keras_towers
+
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["--version"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert keras_towers.__version__ in out and keras.config.backend() in out

@@ -192,6 +192,17 @@ def test_bad_inputs_raise_clear_errors():
         model.encode_images(np.zeros((8, 8), "uint8"))
     with pytest.warns(UserWarning, match=r"\[0, 255\]"):
         model.encode_images(np.full((16, 16, 3), 0.5, "float32"))
+    # NaN / inf pixels would give NaN embeddings: refused, naming the images.
+    images = np.full((4, 16, 16, 3), 128.0, "float32")
+    images[1, 3, 3, 0] = np.nan
+    images[3, 0, 0, 2] = np.inf
+    with pytest.raises(ValueError, match=r"2 image\(s\).*index 1, 3"):
+        model.encode_images(images)
+    with pytest.raises(ValueError, match="index 1"):
+        model.encode_images([images[0], images[1, :8]])
+    # A dataset stops at the first batch holding one.
+    with pytest.raises(ValueError, match=r"dataset position 1\."):
+        model.encode_images(tf.data.Dataset.from_tensor_slices(images).batch(2))
     with pytest.raises(ValueError, match="same width"):
         keras_towers.CLIP(
             keras_towers.ImageTower.vit(

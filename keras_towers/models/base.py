@@ -150,7 +150,7 @@ class ContrastiveModel(keras.Model):
             if isinstance(images.element_spec, dict):
                 images = images.map(lambda b: b[IMAGE_KEY])
             ds = images.map(lambda b: self.preprocessor({IMAGE_KEY: b}))
-            batches = ({IMAGE_KEY: b[IMAGE_KEY].numpy()} for b in ds.prefetch(2))
+            batches = _finite_batches(ds.prefetch(2))
             chunks = self._encode(batches, "image_embeddings", batch_size)
             return _concat(chunks, self.embedding_dim)
         if isinstance(images, np.ndarray) and images.ndim == 3:
@@ -167,6 +167,7 @@ class ContrastiveModel(keras.Model):
                 f"or a list of images. Received shape {images.shape}."
             )
         _warn_if_unit_range(images)
+        _check_finite_pixels(images)
         if isinstance(images, list) and len({im.shape for im in images}) > 1:
             return self._encode_image_list(images, batch_size)
         if isinstance(images, list):
@@ -389,6 +390,46 @@ def _concat(chunks, dim):
     if not chunks:
         return np.zeros((0, dim), "float32")
     return np.concatenate(chunks).astype("float32")
+
+
+def _finite_batches(ds):
+    """Preprocessed image batches of a dataset; NaN or inf pixels (which
+    survive resizing and normalisation) raise, naming the positions."""
+    seen = 0
+    for batch in ds:
+        pixels = batch[IMAGE_KEY].numpy()
+        finite = np.isfinite(pixels).reshape(len(pixels), -1).all(axis=1)
+        if not finite.all():
+            _raise_non_finite(seen + np.flatnonzero(~finite), "dataset position")
+        seen += len(pixels)
+        yield {IMAGE_KEY: pixels}
+
+
+def _raise_non_finite(bad, what: str = "index") -> None:
+    shown = ", ".join(str(int(i)) for i in bad[:10])
+    more = f" (and {len(bad) - 10} more)" if len(bad) > 10 else ""
+    raise ValueError(
+        f"{len(bad)} image(s) contain NaN or infinite pixel values: {what} "
+        f"{shown}{more}. Pixels must be finite, in [0, 255]; nothing was encoded."
+    )
+
+
+def _check_finite_pixels(images) -> None:
+    """Refuse float images holding NaN or inf, naming them (they would give
+    NaN embeddings without any error)."""
+    if isinstance(images, np.ndarray):
+        if images.dtype.kind != "f" or np.all(np.isfinite(images)):
+            return
+        bad = np.flatnonzero(~np.isfinite(images).reshape(len(images), -1).all(1))
+    else:
+        bad = [
+            i
+            for i, im in enumerate(images)
+            if im.dtype.kind == "f" and not np.all(np.isfinite(im))
+        ]
+        if not bad:
+            return
+    _raise_non_finite(bad)
 
 
 def _warn_if_unit_range(images):
