@@ -456,10 +456,13 @@ def cmd_zero_shot(args) -> int:
         templates=_templates_arg(args.templates),
         top_k=min(args.top_k, len(classes)),
     )
+    rule = evaluation.score_rule(model)
+    print(f"scores: {rule.description}")
     for path, labels in zip(args.images, ranked, strict=True):
         print(path)
-        for label, probability in labels:
-            print(f"  {100 * probability:6.2f}%  {label}")
+        for label, score in labels:
+            value = f"{score:+.4f}" if rule.kind == "cosine" else f"{100 * score:6.2f}%"
+            print(f"  {value}  {label}")
     return 0
 
 

@@ -3,6 +3,7 @@
 import csv
 import json
 
+import keras
 import numpy as np
 import pytest
 from PIL import Image
@@ -131,9 +132,27 @@ def test_zero_shot_command(capsys, tmp_path):
     )
     assert code == 0
     lines = out.strip().splitlines()
-    assert lines[0] == paths[0] and lines[3] == paths[1]
-    probabilities = [float(line.split("%")[0]) for line in lines[1:3]]
+    # The model's own learned temperature, said in the output (not 100).
+    import keras_towers
+
+    model = keras_towers.CLIP.from_preset("shapes_clip_tiny")
+    scale = float(np.exp(keras.ops.convert_to_numpy(model.logit_scale)))
+    assert lines[0] == (
+        f"scores: probability: softmax over the classes of {scale:.2f} x "
+        "cosine similarity"
+    )
+    assert lines[1] == paths[0] and lines[4] == paths[1]
+    probabilities = [float(line.split("%")[0]) for line in lines[2:4]]
     assert probabilities == sorted(probabilities, reverse=True)
+    expected = keras_towers.evaluation.classify(
+        model,
+        images[:1],
+        ["red circle", "blue square", "green triangle"],
+        templates="openai",
+        top_k=2,
+        logit_scale=scale,
+    )[0]
+    assert probabilities == [round(100 * p, 2) for _, p in expected]
 
 
 def test_zero_shot_needs_two_classes(capsys, tmp_path):

@@ -299,7 +299,9 @@ def test_classify_ranks_classes():
     names = ["cat", "dog", "bird"]
     table = np.array([[0.1, 0.9, 0.3], [0.8, 0.0, 0.5]])
     model = class_model(table, np.eye(3), names)
-    ranked = evaluation.classify(model, make_images(2), names, "simple", top_k=2)
+    ranked = evaluation.classify(
+        model, make_images(2), names, "simple", top_k=2, logit_scale=100
+    )
     assert [[label for label, _ in row] for row in ranked] == [
         ["dog", "bird"],
         ["cat", "bird"],
@@ -307,7 +309,13 @@ def test_classify_ranks_classes():
     cos = table[0] / np.linalg.norm(table[0])
     probs = np.exp(100 * cos) / np.exp(100 * cos).sum()
     assert ranked[0][0][1] == pytest.approx(probs[1], rel=1e-5)
-    single = evaluation.classify(model, make_image(1), names, "simple", top_k=10)
+    # Without a learned temperature (and no logit_scale): the cosine itself.
+    assert evaluation.score_rule(model).kind == "cosine"
+    raw = evaluation.classify(model, make_images(2), names, "simple", top_k=1)
+    assert raw[0][0][1] == pytest.approx(cos[1], rel=1e-5)
+    single = evaluation.classify(
+        model, make_image(1), names, "simple", top_k=10, logit_scale=100
+    )
     assert [label for label, _ in single[0]] == ["cat", "bird", "dog"]
     assert sum(p for _, p in single[0]) == pytest.approx(1.0, rel=1e-5)
 
@@ -790,3 +798,31 @@ def test_clip_tiny_integration():
     )
     assert len(ranked) == 8 and all(len(row) == 3 for row in ranked)
     assert all(name in names for name, _ in ranked[0])
+
+
+def test_classify_uses_the_models_own_temperature():
+    import keras
+
+    import keras_towers
+
+    images, _, _ = keras_towers.datasets.make_shapes(2, seed=3)
+    names = ["red circle", "blue square", "green triangle"]
+    for model in (keras_towers.CLIP.tiny(), keras_towers.SigLIP.tiny()):
+        model.logit_scale.assign(np.log(7.0))
+        rule = evaluation.score_rule(model)
+        text = model.encode_texts(names)
+        cos = model.encode_images(images) @ text.T
+        scores = evaluation.classify(model, images, names, "none", top_k=3)
+        if model.logit_bias is None:
+            assert rule.kind == "softmax" and rule.scale == pytest.approx(7.0)
+            expected = np.exp(7 * cos) / np.exp(7 * cos).sum(1, keepdims=True)
+        else:
+            bias = float(keras.ops.convert_to_numpy(model.logit_bias))
+            assert rule.kind == "sigmoid" and "SigLIP" in rule.description
+            expected = 1 / (1 + np.exp(-(7 * cos + bias)))
+        for row, probs in zip(scores, expected, strict=True):
+            got = dict(row)
+            for name, p in zip(names, probs, strict=True):
+                assert got[name] == pytest.approx(p, rel=1e-4, abs=1e-7)
+    with pytest.raises(ValueError, match="logit_scale"):
+        evaluation.score_rule(model, logit_scale=0)

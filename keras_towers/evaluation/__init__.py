@@ -29,11 +29,13 @@ from keras_towers.evaluation.templates import fill_templates
 from keras_towers.evaluation.templates import get_templates
 from keras_towers.evaluation.zero_shot import classify
 from keras_towers.evaluation.zero_shot import evaluate_zero_shot
+from keras_towers.evaluation.zero_shot import score_rule
 from keras_towers.evaluation.zero_shot import zero_shot_classifier
 
 __all__ = [
     "TEMPLATE_SETS",
     "classify",
+    "score_rule",
     "evaluate_retrieval",
     "evaluate_zero_shot",
     "fill_templates",

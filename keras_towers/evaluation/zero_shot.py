@@ -289,6 +289,65 @@ def _check_label_values(labels: np.ndarray, num_classes: int, offset: int):
     return labels.astype("int64")
 
 
+class ScoreRule:
+    """How `classify` turns image-class cosine similarities into scores.
+
+    `kind` is `"softmax"` (probabilities over the classes,
+    `softmax(scale * cosine)`), `"sigmoid"` (SigLIP: an independent match
+    probability per class, `sigmoid(scale * cosine + bias)`) or `"cosine"`
+    (the similarity itself, for models without a learned temperature).
+    """
+
+    def __init__(self, kind: str, scale: float | None = None, bias=None):
+        self.kind, self.scale, self.bias = kind, scale, bias
+
+    def apply(self, cosine: np.ndarray) -> np.ndarray:
+        if self.kind == "softmax":
+            return softmax(self.scale * cosine)
+        if self.kind == "sigmoid":
+            return 1.0 / (1.0 + np.exp(-(self.scale * cosine + self.bias)))
+        return np.asarray(cosine, "float64")
+
+    @property
+    def description(self) -> str:
+        if self.kind == "softmax":
+            return (
+                f"probability: softmax over the classes of {self.scale:.2f} x "
+                "cosine similarity"
+            )
+        if self.kind == "sigmoid":
+            return (
+                f"match probability per class: sigmoid({self.scale:.2f} x cosine "
+                f"{self.bias:+.2f}) (SigLIP; classes are scored independently)"
+            )
+        return (
+            "cosine similarity (the model has no learned temperature, so "
+            "there is no calibrated probability)"
+        )
+
+
+def score_rule(model, logit_scale: float | None = None) -> ScoreRule:
+    """The scoring `classify` uses for `model`.
+
+    An explicit `logit_scale` gives `softmax(logit_scale * cosine)`.
+    Otherwise the model's own: a learned `logit_scale` (stored as a log, as
+    in CLIP) gives a softmax with that scale, plus a `logit_bias` (SigLIP)
+    a per-class sigmoid; a model without one (ASIF) keeps the cosine.
+    """
+    if logit_scale is not None:
+        if not float(logit_scale) > 0:
+            raise ValueError(f"`logit_scale` must be > 0. Received: {logit_scale}")
+        return ScoreRule("softmax", float(logit_scale))
+    log_scale = getattr(model, "logit_scale", None)
+    if log_scale is None:
+        return ScoreRule("cosine")
+    scale = float(np.exp(keras.ops.convert_to_numpy(log_scale)))
+    bias = getattr(model, "logit_bias", None)
+    if bias is not None:
+        return ScoreRule("sigmoid", scale, float(keras.ops.convert_to_numpy(bias)))
+    return ScoreRule("softmax", scale)
+
+
 def classify(
     model,
     images,
@@ -296,10 +355,10 @@ def classify(
     templates: str | Sequence[str] = "openai",
     top_k: int = 5,
     batch_size: int = 64,
-    logit_scale: float = DEFAULT_LOGIT_SCALE,
+    logit_scale: float | None = None,
     classifier: np.ndarray | None = None,
 ) -> list[list[tuple[str, float]]]:
-    """Rank class names for each image (zero-shot).
+    """Rank class names for each image (zero-shot), with scores.
 
     Args:
         model: any object with `encode_images` and `encode_texts`.
@@ -312,12 +371,15 @@ def classify(
             `get_templates`).
         top_k: int. How many classes to return per image (at most C).
         batch_size: int. Images per `encode_images` call.
-        logit_scale: float. Probabilities are
-            `softmax(logit_scale * cosine)` over all classes.
+        logit_scale: float or `None`. `None` (default): the model's own
+            scoring, see `score_rule` (its learned temperature; SigLIP's
+            scale and bias; the cosine itself for a model without one, such
+            as ASIF). A float: `softmax(logit_scale * cosine)` over classes.
         classifier: optional precomputed `(C, D)` class weights.
 
     Returns:
-        One list per image of `(class_name, probability)`, best first.
+        One list per image of `(class_name, score)`, best first; what the
+        score means is `score_rule(model, logit_scale).description`.
 
     Example:
 
@@ -339,10 +401,11 @@ def classify(
         model, class_names, templates, classifier, batch_size
     )
     k = min(int(top_k), len(class_names))
+    rule = score_rule(model, logit_scale)
     results = []
     for batch_images, _ in batches:
         features = l2_normalize(_inputs.encode_images(model, batch_images, batch_size))
-        probs = softmax(float(logit_scale) * (features @ weights.T))
+        probs = rule.apply(features @ weights.T)
         # Stable sort so equal probabilities keep class order.
         order = np.argsort(-probs, axis=1, kind="stable")[:, :k]
         for row, idx in zip(probs, order, strict=True):
