@@ -182,6 +182,24 @@ def test_encode_accepts_varied_raw_inputs():
     assert np.all(np.isfinite(model.encode_texts(["Ünïcödé ✓ 猫", "word " * 100])))
 
 
+def test_predict_takes_raw_images_and_strings():
+    model = keras_towers.CLIP.tiny()
+    images, texts = raw_data(5)
+    out = model.predict(images, verbose=0)
+    assert sorted(out) == ["image_embeddings"]
+    np.testing.assert_allclose(
+        out["image_embeddings"], model.encode_images(images), atol=1e-5
+    )
+    out = model.predict(list(texts), verbose=0)
+    np.testing.assert_allclose(
+        out["text_embeddings"], model.encode_texts(list(texts)), atol=1e-5
+    )
+    assert model.predict(images[0], verbose=0)["image_embeddings"].shape == (
+        1,
+        model.embedding_dim,
+    )
+
+
 def test_bad_inputs_raise_clear_errors():
     model = keras_towers.CLIP.tiny()
     with pytest.raises(TypeError, match=r"texts\[1\]"):

@@ -100,6 +100,10 @@ class ContrastiveModel(keras.Model):
         return super().evaluate(prepared, y, batch_size=batch_size, **kwargs)
 
     def predict(self, x, batch_size=None, **kwargs):
+        """`keras.Model.predict`, accepting raw data: a `{"images", "texts"}`
+        dict or dataset (as `fit`), a uint8 image batch `(N, H, W, C)` or
+        one image, or a list of strings. Returns the dict of embeddings."""
+        x = _raw_predict_inputs(x)
         prepared = self._prepare(x, batch_size)
         if prepared is not x:
             batch_size = None
@@ -368,6 +372,18 @@ def take_legacy_keys(kwargs: dict, legacy: dict) -> dict:
             if current is None:
                 kwargs[new] = value
     return kwargs
+
+
+def _raw_predict_inputs(x):
+    """Bare images or strings given to `predict`, as the `{"images"}` or
+    `{"texts"}` dict the preprocessing expects; anything else unchanged."""
+    if isinstance(x, str):
+        return {TEXT_KEY: np.asarray([x])}
+    if isinstance(x, (list, tuple)) and x and all(isinstance(t, str) for t in x):
+        return {TEXT_KEY: np.asarray(list(x))}
+    if isinstance(x, np.ndarray) and x.dtype == np.uint8 and x.ndim in (3, 4):
+        return {IMAGE_KEY: x[None] if x.ndim == 3 else x}
+    return x
 
 
 def _padded_size(n: int, batch_size: int | None) -> int:
