@@ -7,6 +7,7 @@ chosen as usual with `KERAS_BACKEND` (jax, torch or tensorflow).
 from __future__ import annotations
 
 import argparse
+import glob
 import os
 import sys
 import time
@@ -252,7 +253,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="classify image files into classes you name",
         description="Rank your class names for each image file.",
     )
-    zero_shot.add_argument("images", nargs="+", metavar="IMAGE")
+    zero_shot.add_argument(
+        "images",
+        nargs="+",
+        metavar="IMAGE",
+        help="image files, folders (their image files, sorted) or glob patterns "
+        "(quoted, e.g. 'photos/*.jpg')",
+    )
     zero_shot.add_argument("--preset", required=True)
     zero_shot.add_argument(
         "--classes", required=True, help='comma-separated, e.g. "cat,dog,zebra"'
@@ -447,7 +454,8 @@ def cmd_zero_shot(args) -> int:
             f"--classes needs at least two comma-separated names. Received: "
             f"{args.classes!r}."
         )
-    images = [read_image(path) for path in args.images]
+    paths = _image_paths(args.images)
+    images = [read_image(path) for path in paths]
     model = load_model(args.preset)
     ranked = evaluation.classify(
         model,
@@ -458,12 +466,41 @@ def cmd_zero_shot(args) -> int:
     )
     rule = evaluation.score_rule(model)
     print(f"scores: {rule.description}")
-    for path, labels in zip(args.images, ranked, strict=True):
+    for path, labels in zip(paths, ranked, strict=True):
         print(path)
         for label, score in labels:
             value = f"{score:+.4f}" if rule.kind == "cosine" else f"{100 * score:6.2f}%"
             print(f"  {value}  {label}")
     return 0
+
+
+#: File suffixes `keras-towers zero-shot` picks up from a folder.
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
+
+
+def _image_paths(arguments) -> list[str]:
+    """Image files from file paths, folders (their image files, sorted) and
+    glob patterns, in argument order; an argument matching nothing is an
+    error naming it."""
+
+    paths = []
+    for argument in arguments:
+        if os.path.isdir(argument):
+            found = sorted(
+                str(p)
+                for p in Path(argument).iterdir()
+                if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+            )
+            what = f"no image files ({', '.join(IMAGE_SUFFIXES)}) in the folder"
+        elif glob.has_magic(argument):
+            found = sorted(p for p in glob.glob(argument) if os.path.isfile(p))
+            what = "no files match the pattern"
+        else:
+            found = [argument]
+        if not found:
+            raise ValueError(f"{argument}: {what}.")
+        paths.extend(found)
+    return paths
 
 
 def _read_history(path: Path) -> dict:

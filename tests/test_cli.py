@@ -155,6 +155,25 @@ def test_zero_shot_command(capsys, tmp_path):
     assert probabilities == [round(100 * p, 2) for _, p in expected]
 
 
+def test_zero_shot_on_folders_and_globs(capsys, tmp_path):
+    images, _, _ = make_shapes(3, seed=2)
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for i, image in enumerate(images):
+        Image.fromarray(image).save(folder / f"{i}.png")
+    (folder / "notes.txt").write_text("not an image")
+    args = ["--preset", "shapes_clip_tiny", "--classes", "red circle,blue square"]
+    code, out, _ = _run(capsys, "zero-shot", str(folder), *args)
+    assert code == 0
+    listed = [line for line in out.splitlines() if line.endswith(".png")]
+    assert listed == [str(folder / f"{i}.png") for i in range(3)]
+    code, out, _ = _run(capsys, "zero-shot", str(folder / "[12].png"), *args)
+    assert code == 0 and str(folder / "0.png") not in out
+    assert str(folder / "2.png") in out
+    code, _, err = _run(capsys, "zero-shot", str(folder / "*.jpg"), *args)
+    assert code == 2 and "no files match" in err
+
+
 def test_zero_shot_needs_two_classes(capsys, tmp_path):
     path = tmp_path / "a.png"
     Image.fromarray(np.zeros((8, 8, 3), "uint8")).save(path)
