@@ -23,6 +23,7 @@ from keras_towers import tasks
 from keras_towers.datasets import read_image
 from keras_towers.evaluation import report
 from keras_towers.models import ContrastiveModel
+from keras_towers.utils.io import read_json
 from keras_towers.utils.io import write_json
 from keras_towers.version import __version__
 
@@ -520,6 +521,53 @@ def _read_history(path: Path) -> dict:
     return history
 
 
+#: Arguments of a `train` run in progress (removed when it finishes).
+RUN_FILE = "run.json"
+#: The `train` arguments a `--resume` must repeat unchanged.
+RUN_ARGUMENTS = (
+    "method",
+    "data",
+    "epochs",
+    "batch_size",
+    "learning_rate",
+    "weight_decay",
+    "warmup_epochs",
+    "constant_lr",
+    "image_size",
+    "seed",
+    *recipes.MODEL_OPTIONS,
+    *recipes.EPISODE_OPTIONS,
+)
+
+
+def _run_arguments(args) -> dict:
+    return {name: getattr(args, name, None) for name in RUN_ARGUMENTS}
+
+
+def _check_resume(output: Path, arguments: dict) -> None:
+    """Refuse a `--resume` with nothing to continue, or with arguments that
+    differ from the interrupted run's (listing the differences)."""
+    if (output / "config.json").exists() and not (output / "backup").exists():
+        raise ValueError(
+            f"{output} holds a finished run: --resume has nothing to continue "
+            "(nothing was overwritten). Choose another --output to train again."
+        )
+    if not (output / RUN_FILE).exists():
+        return
+    recorded = read_json(output / RUN_FILE)
+    changed = [
+        f"--{name.replace('_', '-')} {recorded.get(name)!r} then, {value!r} now"
+        for name, value in arguments.items()
+        if recorded.get(name) != value
+    ]
+    if changed:
+        raise ValueError(
+            "--resume must repeat the interrupted run's arguments; these differ: "
+            f"{'; '.join(changed)}. Rerun with the original values, or choose "
+            "another --output (nothing was changed)."
+        )
+
+
 def cmd_train(args) -> int:
 
     for task in args.eval:
@@ -536,6 +584,9 @@ def cmd_train(args) -> int:
                 f"{output} already holds a trained preset; choose another --output "
                 "(nothing was overwritten)."
             )
+    arguments = _run_arguments(args)
+    if args.resume:
+        _check_resume(output, arguments)
     recipe = recipes.get(args.method)
     method_options = {
         name: getattr(args, name)
@@ -561,6 +612,9 @@ def cmd_train(args) -> int:
         + f", image size {image_size}, backend {keras.config.backend()}"
     )
     output.mkdir(parents=True, exist_ok=True)
+    # What this run was started with: a later --resume must match it.
+    if not (output / RUN_FILE).exists():
+        write_json(output / RUN_FILE, arguments)
     model_options = {
         k: v for k, v in method_options.items() if k in recipes.MODEL_OPTIONS
     }
@@ -648,6 +702,8 @@ def cmd_train(args) -> int:
         if history:
             report.plot_history(history, report_dir / "loss.png")
         print(f"wrote report to {report_dir}")
+    # Finished: the preset records the arguments; nothing is left to resume.
+    (output / RUN_FILE).unlink(missing_ok=True)
     print(f"saved preset to {output}")
     return 0
 

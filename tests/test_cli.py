@@ -309,3 +309,33 @@ def test_version(capsys):
     assert exit_info.value.code == 0
     out = capsys.readouterr().out
     assert keras_towers.__version__ in out and keras.config.backend() in out
+
+
+def test_resume_refuses_a_finished_run_and_changed_arguments(
+    capsys, tmp_path, pairs_csv
+):
+    output = tmp_path / "run"
+    base = ["train", "--method", "clip-tiny", "--data", str(pairs_csv)]
+    base += ["--batch-size", "16", "--output", str(output), "--verbose", "0"]
+    code, out, _ = _run(capsys, *base, "--epochs", "1")
+    assert code == 0, out
+    assert not (output / cli.RUN_FILE).exists()
+    weights = (output / "model.weights.h5").read_bytes()
+    code, _, err = _run(capsys, *base, "--epochs", "1", "--resume")
+    assert code == 2 and "finished run" in err
+    assert (output / "model.weights.h5").read_bytes() == weights
+
+    # An interrupted run (a backup and its recorded arguments) resumed with
+    # other arguments: refused, listing each difference.
+    interrupted = tmp_path / "interrupted"
+    (interrupted / "backup").mkdir(parents=True)
+    recorded = cli._run_arguments(
+        cli.build_parser().parse_args([*base, "--epochs", "3"])
+    )
+    recorded.update(seed=1)
+    (interrupted / cli.RUN_FILE).write_text(json.dumps(recorded))
+    argv = [a if a != str(output) else str(interrupted) for a in base]
+    code, _, err = _run(capsys, *argv, "--epochs", "2", "--resume")
+    assert code == 2
+    assert "--epochs 3 then, 2 now" in err and "--seed 1 then, 0 now" in err
+    assert sorted(p.name for p in interrupted.iterdir()) == ["backup", cli.RUN_FILE]
