@@ -7,6 +7,7 @@ chosen as usual with `KERAS_BACKEND` (jax, torch or tensorflow).
 from __future__ import annotations
 
 import argparse
+import fcntl
 import glob
 import os
 import sys
@@ -540,6 +541,34 @@ RUN_ARGUMENTS = (
 )
 
 
+#: Lock file of a `train` run in progress (holds the owner's pid).
+LOCK_FILE = ".keras_towers_train.lock"
+
+
+def _lock_output(output: Path):
+    """An exclusive lock on `output` (fcntl, released when the process
+    ends, even if it is killed); a run that holds it already is an error
+    naming its pid. Returns the open lock file (keep it open)."""
+
+    handle = open(output / LOCK_FILE, "a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.seek(0)
+        holder = handle.read().strip() or "unknown"
+        handle.close()
+        raise ValueError(
+            f"{output} is in use by another `keras-towers train` (pid {holder}); "
+            "wait for it to finish or choose another --output (nothing was "
+            "changed)."
+        ) from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(str(os.getpid()))
+    handle.flush()
+    return handle
+
+
 def _run_arguments(args) -> dict:
     return {name: getattr(args, name, None) for name in RUN_ARGUMENTS}
 
@@ -573,7 +602,12 @@ def cmd_train(args) -> int:
     for task in args.eval:
         tasks.parse(task)
     output = Path(args.output)
-    if output.exists() and any(output.iterdir()) and not args.resume:
+    if output.exists() and not output.is_dir():
+        raise ValueError(f"--output {output} is a file; a preset is a directory.")
+    output.mkdir(parents=True, exist_ok=True)
+    # Held until the process exits: a second `train` on OUTPUT fails at once.
+    lock = _lock_output(output)
+    if any(p.name != LOCK_FILE for p in output.iterdir()) and not args.resume:
         if (output / "backup").exists():
             raise ValueError(
                 f"{output} holds an interrupted run: add --resume to continue it, "
@@ -611,7 +645,6 @@ def cmd_train(args) -> int:
         + (f" ({len(validation_pairs)} validation)" if validation_pairs else "")
         + f", image size {image_size}, backend {keras.config.backend()}"
     )
-    output.mkdir(parents=True, exist_ok=True)
     # What this run was started with: a later --resume must match it.
     if not (output / RUN_FILE).exists():
         write_json(output / RUN_FILE, arguments)
@@ -704,6 +737,8 @@ def cmd_train(args) -> int:
         print(f"wrote report to {report_dir}")
     # Finished: the preset records the arguments; nothing is left to resume.
     (output / RUN_FILE).unlink(missing_ok=True)
+    (output / LOCK_FILE).unlink(missing_ok=True)
+    lock.close()
     print(f"saved preset to {output}")
     return 0
 

@@ -2,6 +2,7 @@
 
 import csv
 import json
+import os
 
 import keras
 import numpy as np
@@ -338,4 +339,27 @@ def test_resume_refuses_a_finished_run_and_changed_arguments(
     code, _, err = _run(capsys, *argv, "--epochs", "2", "--resume")
     assert code == 2
     assert "--epochs 3 then, 2 now" in err and "--seed 1 then, 0 now" in err
-    assert sorted(p.name for p in interrupted.iterdir()) == ["backup", cli.RUN_FILE]
+    kept = sorted(p.name for p in interrupted.iterdir() if p.name != cli.LOCK_FILE)
+    assert kept == ["backup", cli.RUN_FILE]
+
+
+def test_a_second_train_on_the_same_output_fails_at_once(capsys, tmp_path, pairs_csv):
+    output = tmp_path / "busy"
+    output.mkdir()
+    holder = cli._lock_output(output)  # as a running `train` holds it
+    try:
+        code, _, err = _run(
+            capsys,
+            "train",
+            "--method",
+            "clip-tiny",
+            "--data",
+            str(pairs_csv),
+            "--output",
+            str(output),
+        )
+        assert code == 2 and "in use by another" in err
+        assert f"pid {os.getpid()}" in err
+    finally:
+        holder.close()
+    assert sorted(p.name for p in output.iterdir()) == [cli.LOCK_FILE]
