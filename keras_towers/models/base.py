@@ -344,9 +344,9 @@ class ContrastiveModel(keras.Model):
 
     def training_state_objects(self) -> list:
         """Layers holding training-only state (e.g. ProtoCLIP's episode
-        clusters): kept by `.keras` files and checkpoints, left out of
-        presets, and skipped by `load_weights` of a `.weights.h5` file (the
-        training loop recomputes it). None by default."""
+        clusters): kept by `.keras` files, left out of presets, and skipped
+        by `load_weights` of a `.weights.h5` file (presets, `BackupAndRestore`
+        checkpoints): the training loop recomputes it. None by default."""
         return []
 
     def load_weights(self, filepath, skip_mismatch=False, **kwargs):

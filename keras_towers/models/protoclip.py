@@ -64,9 +64,10 @@ class EpisodeState(keras.layers.Layer):
     """ProtoCLIP's per-episode clusters and prototypes, as non-trainable
     variables of fixed shape (`names` -> `(rows, dtype)`, see `_STATE`).
 
-    Training state, not model knowledge: `.keras` files and checkpoints
-    (`BackupAndRestore`) keep it, presets leave it out (the next episode
-    re-clusters anyway).
+    Training state, not model knowledge: `.keras` files keep it; presets
+    leave it out, and `load_weights` of a `.weights.h5` file (presets,
+    `BackupAndRestore` checkpoints) does not restore it: the next episode
+    re-clusters anyway.
     """
 
     def __init__(self, episode_size, num_clusters, proto_dim, external, **kwargs):
@@ -132,10 +133,10 @@ class ProtoCLIP(LiT):
     `(num_clusters, proto_dim)`) and a scalar `proto_active` (0 during the
     InfoNCE warm-up and LiT episodes, 1 otherwise), so the compiled train
     step reads the current episode's values on every backend without being
-    retraced. The state (sub-layer `episode_state`) is training state: it is
-    kept by `.keras` files and checkpoints but left out of presets (at the
-    recipe's scale, `K=20000` and 128 dims, it would add about 40 MB), and
-    the next episode re-clusters anyway.
+    retraced. The state (sub-layer `episode_state`) is training state: a
+    `.keras` file keeps it; presets leave it out (at the recipe's scale,
+    `K=20000` and 128 dims, it would add about 40 MB) and weight files do
+    not restore it, since the next episode re-clusters anyway.
 
     Towers are chosen as in `keras_towers.LiT`, but both train by default:
     pass `image_tower` / `text_tower` (trained from scratch or fine-tuned),
