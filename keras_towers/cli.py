@@ -484,7 +484,6 @@ def _image_paths(arguments) -> list[str]:
     """Image files from file paths, folders (their image files, sorted) and
     glob patterns, in argument order; an argument matching nothing is an
     error naming it."""
-
     paths = []
     for argument in arguments:
         if os.path.isdir(argument):
@@ -549,7 +548,6 @@ def _lock_output(output: Path):
     """An exclusive lock on `output` (fcntl, released when the process
     ends, even if it is killed); a run that holds it already is an error
     naming its pid. Returns the open lock file (keep it open)."""
-
     handle = open(output / LOCK_FILE, "a+")
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -598,7 +596,6 @@ def _check_resume(output: Path, arguments: dict) -> None:
 
 
 def cmd_train(args) -> int:
-
     for task in args.eval:
         tasks.parse(task)
     output = Path(args.output)
@@ -623,9 +620,9 @@ def cmd_train(args) -> int:
         _check_resume(output, arguments)
     recipe = recipes.get(args.method)
     method_options = {
-        name: getattr(args, name)
+        name: arguments[name]
         for name in recipes.MODEL_OPTIONS + recipes.EPISODE_OPTIONS
-        if getattr(args, name, None) is not None
+        if arguments[name] is not None
     }
     refused = sorted(set(method_options) - set(recipe.options))
     if refused:

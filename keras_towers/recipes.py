@@ -272,8 +272,9 @@ def locked_feature_arrays(
             tower's size (default: `pairs`).
 
     Returns:
-        A dict of equally long arrays (`"texts"`, `"images"` unless the
-        image tower is cached, and `"<tower>_features"`).
+        A dict of equally long arrays: `"<tower>_features"`, plus the raw
+        `"images"` / `"texts"` of a tower that is not cached (a cached
+        tower's raw input would only be preprocessed and ignored).
     """
     frozen_pairs = pairs if frozen_pairs is None else frozen_pairs
     if len(frozen_pairs) != len(pairs) or list(frozen_pairs.texts) != list(pairs.texts):
@@ -292,7 +293,8 @@ def locked_feature_arrays(
         for k in feature_keys:
             columns[k].append(batch[k])
     arrays = {k: np.concatenate(v).astype("float32") for k, v in columns.items()}
-    arrays[TEXT_KEY] = pairs.texts.astype(str)
+    if "text_features" not in arrays:
+        arrays[TEXT_KEY] = pairs.texts.astype(str)
     if "image_features" not in arrays:
         arrays[IMAGE_KEY] = pairs.images
     return arrays
@@ -524,8 +526,6 @@ def _protoclip_trainer(data: str) -> Callable:
             arrays = locked_feature_arrays(
                 model, train_pairs, _frozen_size_pairs(data, train_pairs, 0, size)
             )
-            if "text_features" in arrays:
-                arrays.pop(TEXT_KEY)
             print(
                 f"locked-backbone features ready in {time.perf_counter() - start:.1f} s"
             )

@@ -83,8 +83,9 @@ class ProtoCLIPEpisodes(keras.callbacks.Callback):
     The final LiT phase of the official recipe (`lit_start_episode`:
     prototype terms off and the image tower frozen, learning rate 0) needs
     `ProtoCLIPEpisodes.fit`, which runs it as a second `fit` with the image
-    tower locked and the same optimizer; a plain `model.fit(episodes.dataset,
-    callbacks=[episodes])` only switches the prototype terms off.
+    tower frozen and the optimizer's state carried over; a plain
+    `model.fit(episodes.dataset, callbacks=[episodes])` only switches the
+    prototype terms off.
 
     Args:
         model: a `keras_towers.ProtoCLIP`.
@@ -279,10 +280,12 @@ class ProtoCLIPEpisodes(keras.callbacks.Callback):
         image tower.
 
         Episodes `0 .. lit_start_episode - 1` run as one `fit`; from
-        `lit_start_episode` on, the image tower is locked (`trainable =
-        False`: not updated, run in inference mode), the model is recompiled
-        with the same optimizer (its state and step count carry over) and a
-        second `fit` continues the episode count.
+        `lit_start_episode` on, the image tower is frozen
+        (`_freeze_image_tower`: not updated), the model is recompiled with a
+        copy of the optimizer that keeps its state (moments of the variables
+        that still train, step count;
+        `_recompile_keeping_optimizer_state`), and a second `fit` continues
+        the episode count.
 
         Args:
             epochs: int. Total number of episodes.
