@@ -41,6 +41,7 @@ def pairs_csv(tmp_path_factory):
         ["eval", "--help"],
         ["zero-shot", "--help"],
         ["presets", "list", "--help"],
+        ["embed", "--help"],
     ],
 )
 def test_help(argv, capsys):
@@ -363,3 +364,146 @@ def test_a_second_train_on_the_same_output_fails_at_once(capsys, tmp_path, pairs
     finally:
         holder.close()
     assert sorted(p.name for p in output.iterdir()) == [cli.LOCK_FILE]
+
+
+def test_the_script_starts_quietly_and_refuses_an_unknown_backend(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = str(Path(sys.executable).parent / "keras-towers")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TF_", "KERAS"))}
+    env["HOME"] = str(tmp_path)  # no ~/.keras/keras.json of the user's
+    # Even --help: Keras used to fail at import with a traceback.
+    bad = subprocess.run(
+        [script, "--help"],
+        env={**env, "KERAS_BACKEND": "foo"},
+        capture_output=True,
+        text=True,
+    )
+    assert bad.returncode == 2 and bad.stdout == ""
+    assert bad.stderr.count("\n") == 1 and "KERAS_BACKEND='foo'" in bad.stderr
+    assert "jax, torch, tensorflow" in bad.stderr
+    # TensorFlow's native log lines (oneDNN, CUDA) used to print on every command.
+    ok = subprocess.run(
+        [script, "--version"],
+        env={**env, "KERAS_BACKEND": keras.config.backend()},
+        capture_output=True,
+        text=True,
+    )
+    assert ok.returncode == 0 and ok.stderr == "", ok.stderr
+    assert keras.config.backend() in ok.stdout
+
+
+def test_report_and_json_paths_are_checked_before_any_work(capsys, tmp_path):
+    taken = tmp_path / "file"
+    taken.write_text("keep me")
+    code, _, err = _run(
+        capsys,
+        "eval",
+        "--preset",
+        "no_such_preset",
+        "--task",
+        "zeroshot:shapes",
+        "--report",
+        str(taken),
+    )
+    assert code == 2 and "--report" in err and "is a file" in err
+    code, _, err = _run(
+        capsys,
+        "eval",
+        "--preset",
+        "no_such_preset",
+        "--task",
+        "zeroshot:shapes",
+        "--json",
+        str(tmp_path),
+    )
+    assert code == 2 and "--json" in err and "is a folder" in err
+    code, _, err = _run(
+        capsys, "train", "--output", str(tmp_path / "run"), "--report", str(taken)
+    )
+    assert code == 2 and "--report" in err and not (tmp_path / "run").exists()
+    assert taken.read_text() == "keep me"
+
+
+def test_embed_images_and_texts_with_ids(capsys, tmp_path):
+    from keras_towers import ContrastiveModel
+    from keras_towers.datasets import read_image
+
+    images, captions, _ = make_shapes(3, seed=2)
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for i, image in enumerate(images):
+        Image.fromarray(image).save(folder / f"{i}.png")
+    (folder / "notes.txt").write_text("not an image")
+    table = tmp_path / "captions.csv"
+    with open(table, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["id", "caption"])
+        writer.writerows([[f"c{i}", c] for i, c in enumerate(captions)])
+    model = ContrastiveModel.from_preset("shapes_clip_tiny")
+
+    out = tmp_path / "images.npy"
+    code, printed, _ = _run(
+        capsys,
+        "embed",
+        "--preset",
+        "shapes_clip_tiny",
+        "--images",
+        str(folder),
+        "--output",
+        str(out),
+    )
+    assert code == 0 and "3 image embeddings" in printed
+    ids = json.loads((tmp_path / "images.ids.json").read_text())
+    assert ids["modality"] == "image" and len(ids["ids"]) == 3
+    expected = model.encode_images([read_image(p) for p in ids["ids"]])
+    np.testing.assert_allclose(np.load(out), expected, atol=1e-5)
+
+    pyarrow_parquet = pytest.importorskip("pyarrow.parquet")
+    out = tmp_path / "texts.parquet"
+    code, _, _ = _run(
+        capsys,
+        "embed",
+        "--preset",
+        "shapes_clip_tiny",
+        "--texts",
+        str(table),
+        "--output",
+        str(out),
+    )
+    assert code == 0
+    written = pyarrow_parquet.read_table(str(out))
+    assert written.column("id").to_pylist() == ["c0", "c1", "c2"]
+    np.testing.assert_allclose(
+        np.array(written.column("embedding").to_pylist()),
+        model.encode_texts(list(captions)),
+        atol=1e-5,
+    )
+    # An existing output is kept unless --overwrite.
+    before = out.read_bytes()
+    code, _, err = _run(
+        capsys,
+        "embed",
+        "--preset",
+        "shapes_clip_tiny",
+        "--texts",
+        str(table),
+        "--output",
+        str(out),
+    )
+    assert code == 2 and "--overwrite" in err and out.read_bytes() == before
+    code, _, err = _run(
+        capsys,
+        "embed",
+        "--preset",
+        "shapes_clip_tiny",
+        "--texts",
+        str(table),
+        "--column",
+        "text",
+        "--output",
+        str(tmp_path / "x.npy"),
+    )
+    assert code == 2 and "'text'" in err and "['id', 'caption']" in err

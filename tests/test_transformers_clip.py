@@ -392,3 +392,43 @@ def test_unsupported_configs_raise(checkpoints):
         transformers_clip.convert_image_processor_config(
             {"crop_size": {"height": 32, "width": 32}}, image_size=24
         )
+
+
+class _RunsCode:
+    """A pickled object that would run a command when unpickled."""
+
+    def __reduce__(self):
+        return (os.system, ("echo this-must-not-run",))
+
+
+def test_a_pickle_that_runs_code_is_refused_in_one_clear_line(
+    checkpoints, tmp_path, capsys
+):
+    from keras_towers import cli
+    from keras_towers.utils.torch_checkpoint import UnsafeCheckpointError
+
+    path = _copy(checkpoints["bang_pad_eps1e6"], tmp_path)
+    os.remove(path / "model.safetensors")
+    state = {"text_model.embeddings.token_embedding.weight": torch.zeros(3, 2)}
+    torch.save({**state, "payload": _RunsCode()}, path / "pytorch_model.bin")
+    with pytest.raises(UnsafeCheckpointError, match="Refused to load") as info:
+        keras_towers.CLIP.from_preset(str(path))
+    # torch's own message advises `weights_only=False`, which would run it.
+    assert "weights_only" not in str(info.value)
+    assert "posix.system" in str(info.value)
+    code = cli.main(
+        [
+            "embed",
+            "--preset",
+            str(path),
+            "--texts",
+            __file__,
+            "--output",
+            str(tmp_path / "e.npy"),
+        ]
+    )
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.count("\n") == 1 and err.startswith("keras-towers: error: Refused")
+    assert "this-must-not-run" not in err
+    assert not (tmp_path / "e.npy").exists()

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from keras_towers.utils.torch_checkpoint import load_torch_checkpoint
+
 SAFETENSORS_FILE = "model.safetensors"
 SAFETENSORS_INDEX_FILE = "model.safetensors.index.json"
 PYTORCH_FILE = "pytorch_model.bin"
@@ -65,18 +67,7 @@ class CheckpointReader:
                 self._files[key] = name
 
     def _load_torch(self):
-        try:
-            import torch
-        except ImportError as e:
-            raise ImportError(
-                f"{str(self.path)!r} has only {PYTORCH_FILE}, a pickle-based "
-                "file that needs torch to read safely "
-                "(`torch.load(weights_only=True)`). Install torch, or convert "
-                f"the checkpoint to {SAFETENSORS_FILE}."
-            ) from e
-        state = torch.load(
-            str(self.path / PYTORCH_FILE), map_location="cpu", weights_only=True
-        )
+        state = load_torch_checkpoint(self.path / PYTORCH_FILE)
         self._torch_state = state
         self._files = {key: PYTORCH_FILE for key in state}
 
