@@ -61,7 +61,7 @@ for warning in caught[:1]:
 # 3. Train: hold out the last 200 pairs, batch at the model's image size.
 train = pairs.take(1000)
 held_out = pairs.skip(1000)
-model = keras_towers.CLIP.tiny(image_size=32)
+model = keras_towers.CLIP.tiny(image_size=32, config="tiny_text64")
 model.compile(learning_rate=2e-3, weight_decay=0.01)
 dataset = keras_towers.datasets.batch_pairs(
     train,

@@ -34,13 +34,14 @@ import collections
 import hashlib
 import json
 import os
-import tempfile
 import warnings
 from typing import NamedTuple
 
 import keras
 import numpy as np
 import tensorflow as tf
+
+from keras_towers.utils.io import atomic_write
 
 #: Bump when the stored layout or the key's contents change.
 CACHE_FORMAT_VERSION = 1
@@ -431,27 +432,14 @@ def load_keyed_array(
     return array
 
 
-def _atomic_write(path, write) -> None:
-    directory = os.path.dirname(path)
-    fd, tmp = tempfile.mkstemp(dir=directory, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
 def store_keyed_array(cache_dir, name: str, key: str, description: dict, array) -> None:
     """Store `array` under `name`/`key` with a JSON key file (`key`, shape and
     `description`), each written to a temporary name and renamed."""
     os.makedirs(cache_dir, exist_ok=True)
     array_path, meta_path = _paths(cache_dir, name, key)
-    _atomic_write(array_path, lambda f: np.save(f, array, allow_pickle=False))
+    atomic_write(array_path, lambda f: np.save(f, array, allow_pickle=False))
     meta = {"key": key, "shape": list(array.shape), **description}
-    _atomic_write(meta_path, lambda f: f.write(json.dumps(meta, indent=2).encode()))
+    atomic_write(meta_path, lambda f: f.write(json.dumps(meta, indent=2).encode()))
 
 
 # === Computing ===

@@ -43,6 +43,9 @@ CONFIGS.add(
     },
 )
 CONFIGS.add("tiny_shallow", {**CONFIGS.get("tiny"), "num_layers": 1})
+# `tiny` with a 64-byte text context: room for CLIP's prompt templates filled
+# with short class names (`shapes_clip_tiny`; 16 bytes cut most of them).
+CONFIGS.add("tiny_text64", {**CONFIGS.get("tiny"), "sequence_length": 64})
 CONFIGS.add(
     "small",
     {

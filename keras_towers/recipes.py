@@ -33,6 +33,7 @@ from keras_towers.models import SigLIP
 from keras_towers.models import ThreeTowers
 from keras_towers.models.protoclip_episodes import ProtoCLIPEpisodes
 from keras_towers.models.protoclip_teacher import teacher_features
+from keras_towers.preprocessing import DEFAULT_FRAMING
 from keras_towers.preprocessing import IMAGE_KEY
 from keras_towers.preprocessing import TEXT_KEY
 from keras_towers.preprocessing import ByteTokenizer
@@ -111,12 +112,16 @@ def build_siglip(image_size: int = 64):
     return _small_clip(SigLIP, image_size)
 
 
-def load_training_data(data: str, image_size: int, resize: str = "pad"):
+def load_training_data(data: str, image_size: int, resize=DEFAULT_FRAMING):
     """`"embedded"` or a path -> `(train, validation or None, info)`.
 
     `"embedded"` is the corpus built by `keras-towers data prepare`: the
     train split for training and the validation split for `val_` metrics
-    (the Tux Paint test split is never read here).
+    (the Tux Paint test split is never read here). Images are framed by
+    `resize`: a framing name (default `"pad"`, every recipe's framing) or
+    the model to train, whose `preprocessor.framing` is read; the pairs and
+    `info["framing"]` record it, and the recipes' trainers refuse a model
+    that frames otherwise.
     """
     if data == "embedded":
         train = datasets.embedded_records("train")
@@ -131,6 +136,7 @@ def load_training_data(data: str, image_size: int, resize: str = "pad"):
             "name": "embedded",
             "train_pairs": len(train_pairs),
             "validation_pairs": len(validation_pairs),
+            "framing": train_pairs.framing,
             "sources": sorted({r.get("source", "?") for r in train}),
             "licenses": sorted({r.get("license", "?") for r in train}),
         }
@@ -138,7 +144,8 @@ def load_training_data(data: str, image_size: int, resize: str = "pad"):
     pairs = PairArrays.from_dataset(
         datasets.load_pairs(data), image_size, resize=resize
     )
-    return pairs, None, {"name": str(data), "train_pairs": len(pairs)}
+    info = {"name": str(data), "train_pairs": len(pairs), "framing": pairs.framing}
+    return pairs, None, info
 
 
 @register_recipe(
@@ -314,7 +321,17 @@ def _frozen_size_pairs(data: str, pairs: PairArrays | None, split: int, size):
     are smaller (upsampling 64 px pairs would blur what the frozen tower sees)."""
     if pairs is None or size is None or pairs.images.shape[1] >= size:
         return pairs
-    return load_training_data(data, size)[split]
+    return load_training_data(data, size, pairs.framing or DEFAULT_FRAMING)[split]
+
+
+def _check_framing(model, train_pairs, validation_pairs=None) -> None:
+    """Refuse pairs framed otherwise than `model` frames images."""
+    for pairs, what in (
+        (train_pairs, "training pairs"),
+        (validation_pairs, "validation pairs"),
+    ):
+        if isinstance(pairs, PairArrays):
+            pairs.check_model_framing(model, what)
 
 
 def _cached_feature_trainer(data: str) -> Callable:
@@ -330,6 +347,7 @@ def _cached_feature_trainer(data: str) -> Callable:
     ) -> dict:
         if epochs < 1:
             raise ValueError(f"`epochs` must be >= 1. Received: {epochs}")
+        _check_framing(model, train_pairs, validation_pairs)
         start = time.perf_counter()
         size = _frozen_image_size(model)
         train_arrays = locked_feature_arrays(
@@ -518,6 +536,7 @@ def _protoclip_trainer(data: str) -> Callable:
     ) -> dict:
         if epochs < 1:
             raise ValueError(f"`epochs` must be >= 1. Received: {epochs}")
+        _check_framing(model, train_pairs, validation_pairs)
         start = time.perf_counter()
         arrays = {IMAGE_KEY: train_pairs.images, TEXT_KEY: train_pairs.texts}
         size = _frozen_image_size(model)

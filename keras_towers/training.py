@@ -1,7 +1,8 @@
 """Reproducible training runs: in-memory pairs, epoch-seeded shuffling, resume.
 
-`keras.callbacks.BackupAndRestore` restores weights and optimizer state after
-an interruption, but a `tf.data` shuffle restarts its sequence of orders in a
+`SafeBackupAndRestore` (Keras' `BackupAndRestore` with atomic, checksummed,
+two-generation backups) restores weights and optimizer state after an
+interruption, but a `tf.data` shuffle restarts its sequence of orders in a
 new process, so a resumed run would see different batches than an
 uninterrupted one. Here the order of epoch `e` is a pure function of
 `(seed, e)`, so resuming gives the same result as never stopping.
@@ -16,9 +17,25 @@ import numpy as np
 import tensorflow as tf
 
 from keras_towers.datasets import batch_pairs
+from keras_towers.preprocessing import DEFAULT_FRAMING
+from keras_towers.preprocessing import FRAMINGS
 from keras_towers.preprocessing import IMAGE_KEY
 from keras_towers.preprocessing import TEXT_KEY
+from keras_towers.preprocessing import check_framing
+from keras_towers.utils.backup import AtomicCSVLogger
+from keras_towers.utils.backup import DamagedBackupError
+from keras_towers.utils.backup import SafeBackupAndRestore
 from keras_towers.utils.epochs import shuffled_index_batches
+
+__all__ = [
+    "AtomicCSVLogger",
+    "DamagedBackupError",
+    "PairArrays",
+    "SafeBackupAndRestore",
+    "epoch_shuffled_dataset",
+    "ordered_dataset",
+    "train",
+]
 
 
 class PairArrays:
@@ -28,9 +45,12 @@ class PairArrays:
         images: uint8 array `(N, S, S, 3)`.
         texts: sequence of `N` strings.
         refs: optional sequence of `N` image references (paths or ids).
+        framing: optional str. The rule the images were framed by (see
+            `keras_towers.preprocessing.FRAMINGS`); `check_model_framing`
+            refuses a model that frames by another. `None`: unknown.
     """
 
-    def __init__(self, images: np.ndarray, texts, refs=None):
+    def __init__(self, images: np.ndarray, texts, refs=None, framing=None):
         images = np.asarray(images)
         texts = np.asarray(list(texts), dtype=object)
         if images.ndim != 4 or images.dtype != np.uint8:
@@ -46,19 +66,63 @@ class PairArrays:
         self.images = images
         self.texts = texts
         self.refs = None if refs is None else list(refs)
+        self.framing = None if framing is None else check_framing(framing)
 
     def __len__(self) -> int:
         return len(self.images)
 
+    def check_model_framing(self, model, what: str = "training pairs") -> None:
+        """Raise if `model` frames images by another rule than these pairs.
+
+        A model trained on padded images but cropping them at inference
+        (or the reverse) sees one image two ways; this refuses the mismatch.
+
+        Args:
+            model: a model with a `preprocessor` (or a preprocessor).
+            what: str. What the pairs are, for the message.
+        """
+        preprocessor = getattr(model, "preprocessor", model)
+        expected = getattr(preprocessor, "framing", None)
+        if self.framing is None or expected is None or self.framing == expected:
+            return
+        raise ValueError(
+            f"The {what} were framed with resize={self.framing!r} but the model "
+            f"frames images with {expected!r} (its `preprocessor.framing`, used "
+            "by `encode_images`, zero-shot and evaluation). Load the pairs with "
+            f"resize={expected!r}, or build the model with framing="
+            f"{self.framing!r}."
+        )
+
     @classmethod
     def from_dataset(
-        cls, dataset: tf.data.Dataset, image_size: int, resize: str = "pad"
+        cls, dataset: tf.data.Dataset, image_size: int, resize=DEFAULT_FRAMING
     ) -> PairArrays:
         """Materialise an unbatched `{"images", "texts"}` pairs dataset.
 
-        Images are resized to `image_size` (see
-        `keras_towers.datasets.batch_pairs` for `resize`).
+        Images are framed to `image_size` (see
+        `keras_towers.datasets.batch_pairs`) by `resize`: a framing name or
+        the model to train (or its preprocessor), whose `framing` is read.
+        The result records the rule (`framing`).
+
+        Example:
+
+        ```python
+        model = keras_towers.CLIP.tiny(image_size=32)
+        pairs = keras_towers.training.PairArrays.from_dataset(
+            keras_towers.datasets.load_pairs("pairs.csv"), 32, resize=model
+        )
+        ```
         """
+        if not isinstance(resize, str):
+            preprocessor = getattr(resize, "preprocessor", resize)
+            framing = getattr(preprocessor, "framing", None)
+            if framing is None:
+                raise TypeError(
+                    "`resize` must be a framing name "
+                    f"{FRAMINGS} or a model with a preprocessor. Received: "
+                    f"{type(resize).__name__}."
+                )
+            resize = framing
         batched = batch_pairs(
             dataset, batch_size=256, image_size=image_size, resize=resize
         )
@@ -68,7 +132,7 @@ class PairArrays:
             texts.extend(t.decode("utf-8") for t in batch[TEXT_KEY])
         if not images:
             raise ValueError("The dataset is empty: no image-text pairs were read.")
-        return cls(np.concatenate(images), texts)
+        return cls(np.concatenate(images), texts, framing=resize)
 
 
 class _EpochCounter(keras.callbacks.Callback):
@@ -142,6 +206,19 @@ def ordered_dataset(pairs: PairArrays | dict, batch_size: int) -> tf.data.Datase
     return tf.data.Dataset.from_tensor_slices(_as_arrays(pairs)).batch(batch_size)
 
 
+def _check_pairs(model, pairs, what: str) -> None:
+    """Refuse pairs framed by another rule than the model's, and warn once
+    (`TruncationWarning`) when captions are longer than its text context."""
+    if isinstance(pairs, PairArrays):
+        pairs.check_model_framing(model, what)
+    texts = pairs.texts if isinstance(pairs, PairArrays) else pairs.get("texts")
+    preprocessor = getattr(model, "preprocessor", None)
+    if texts is not None and hasattr(preprocessor, "warn_if_truncated"):
+        preprocessor.warn_if_truncated(
+            [str(t) for t in texts], what=f"{what}' captions", stacklevel=3
+        )
+
+
 def train(
     model,
     train_pairs: PairArrays | dict,
@@ -155,10 +232,11 @@ def train(
 ) -> dict:
     """Fit `model` reproducibly; resume from `backup_dir` if it holds a backup.
 
-    The model must be compiled. With `backup_dir`, Keras'
-    `BackupAndRestore` saves a backup every epoch and a rerun with the same
-    arguments continues where the interrupted run stopped, with the same
-    batches, so it ends with the same weights. `train_pairs` and
+    The model must be compiled. With `backup_dir`, `SafeBackupAndRestore`
+    saves a backup every epoch and a rerun with the same arguments continues
+    where the interrupted run stopped, with the same batches, so it ends
+    with the same weights; a backup damaged by a full disk or a killed
+    process is skipped for the previous one. `train_pairs` and
     `validation_pairs` may also be dicts of equally long arrays (e.g. cached
     frozen-tower features with their captions): the batch order is the same.
 
@@ -168,10 +246,13 @@ def train(
     """
     if epochs < 1:
         raise ValueError(f"`epochs` must be >= 1. Received: {epochs}")
+    _check_pairs(model, train_pairs, "training pairs")
+    if validation_pairs is not None:
+        _check_pairs(model, validation_pairs, "validation pairs")
     ds, epoch_callback = epoch_shuffled_dataset(train_pairs, batch_size, seed=seed)
     callbacks = [epoch_callback, *callbacks]
     if backup_dir is not None:
-        callbacks.append(keras.callbacks.BackupAndRestore(backup_dir))
+        callbacks.append(SafeBackupAndRestore(backup_dir))
     validation = None
     if validation_pairs is not None and _num_examples(validation_pairs):
         validation = ordered_dataset(validation_pairs, batch_size)

@@ -55,8 +55,11 @@ def _reference_logits_and_features(model, images):
 
 def _preprocessed_images(variant):
     """Photos and stamps through the library's own preprocessing path."""
+    # ImageNet's evaluation framing (centre crop); keras_towers models
+    # default to padding, the framing they are trained with.
     preprocessor = keras_towers.ContrastivePreprocessor(
-        image_converter=converter.efficientnet_lite_image_converter(variant)
+        image_converter=converter.efficientnet_lite_image_converter(variant),
+        framing="crop",
     )
     batch = []
     for path in list(PHOTOS.values()) + STAMPS:

@@ -1,5 +1,6 @@
 """Frozen-feature cache: equal to the live tower, reused, invalidated, refused."""
 
+import errno
 import json
 import os
 
@@ -275,3 +276,23 @@ def test_refusals_are_clear():
         keras_towers.CLIP.tiny()({"image_features": np.zeros((2, 32), "float32")})
     with pytest.raises(ValueError, match="width 64"):
         model({"image_features": np.zeros((2, 8), "float32")})
+
+
+def test_a_full_disk_keeps_the_stored_array(tmp_path, monkeypatch):
+    # Issue 17: the write fails part-way (ENOSPC); the stored entry is kept.
+    cache_dir = tmp_path / "features"
+    old = np.arange(6, dtype="float32").reshape(2, 3)
+    feature_cache.store_keyed_array(cache_dir, "f", "k", {}, old)
+    real_save = np.save
+
+    def save_then_full(f, array, **kwargs):
+        real_save(f, array[:1], **kwargs)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(np, "save", save_then_full)
+    with pytest.raises(OSError, match=r"f-k\.npy: the disk .*is full.*untouched"):
+        feature_cache.store_keyed_array(cache_dir, "f", "k", {}, old + 1)
+    monkeypatch.undo()
+    loaded = feature_cache.load_keyed_array(cache_dir, "f", "k", lambda a: True)
+    np.testing.assert_array_equal(loaded, old)
+    assert sorted(os.listdir(cache_dir)) == ["f-k.json", "f-k.npy"]

@@ -12,6 +12,7 @@ from keras_towers import presets
 from keras_towers import pretrained
 from keras_towers import recipes
 from keras_towers import training
+from keras_towers.preprocessing import frame_images
 from keras_towers.pretrained.efficientnet_lite import efficientnet_lite_image_converter
 from keras_towers.pretrained.efficientnet_lite import load_efficientnet_lite
 
@@ -60,10 +61,12 @@ def test_lit_preset_loads_by_name_and_references_the_frozen_tower():
     np.testing.assert_allclose(np.linalg.norm(image_embeddings, axis=1), 1, atol=1e-4)
     # The image embedding is the packaged EfficientNet-Lite0's mean-pooled
     # feature: the preset did not replace the frozen weights with anything.
+    # (Images framed by the model's own rule first, as training framed them.)
     backbone = load_efficientnet_lite("lite0")
     converter = efficientnet_lite_image_converter("lite0")
+    framed = frame_images(images.astype("float32"), 224, model.preprocessor.framing)
     features = keras.ops.convert_to_numpy(
-        keras.ops.mean(backbone(converter(images.astype("float32"))), axis=(1, 2))
+        keras.ops.mean(backbone(converter(framed)), axis=(1, 2))
     )
     features /= np.linalg.norm(features, axis=1, keepdims=True)
     np.testing.assert_allclose(image_embeddings, features, atol=2e-3)

@@ -838,3 +838,22 @@ def test_clip_fits_one_epoch_on_a_csv_dataset(tmp_path):
     history = model.fit(ds, epochs=1, verbose=0)
     assert np.isfinite(history.history["loss"][0])
     assert ds.decode_report.passes == 1 and ds.decode_report.seen == 8
+
+
+def _png_claiming(width: int, height: int) -> bytes:
+    """A 1x1 PNG whose header claims `width` x `height` (CRC fixed), the
+    shape of a decompression bomb: a few bytes that would decode to GBs."""
+    buffer = io.BytesIO()
+    Image.new("RGB", (1, 1)).save(buffer, format="PNG")
+    data = bytearray(buffer.getvalue())
+    # Signature (8) + length (4) + b"IHDR" (4) + width, height.
+    data[16:24] = struct.pack(">II", width, height)
+    crc = zlib.crc32(bytes(data[12:29])) & 0xFFFFFFFF
+    data[29:33] = struct.pack(">I", crc)
+    return bytes(data)
+
+
+def test_a_decompression_bomb_is_refused_without_decoding_it():
+    bomb = _png_claiming(100_000, 100_000)  # 10^10 pixels in 70 bytes
+    with pytest.raises(decoding.ImageDecodeError, match="bomb.png.*too large"):
+        decoding.decode_image(bomb, "bomb.png")

@@ -8,6 +8,7 @@ import pytest
 
 import keras_towers
 from keras_towers import presets
+from keras_towers.pretrained import registry
 
 
 def test_registry_lists_shipped_presets_by_class():
@@ -87,3 +88,30 @@ def test_shapes_clip_tiny_zero_shot_matches_its_card():
 def model_card_accuracy():
     meta = keras_towers.CLIP.presets["shapes_clip_tiny"]
     return meta["metrics"]["zero_shot_shapes_accuracy"]
+
+
+def test_shipped_presets_record_the_weights_of_their_referenced_encoders():
+    """Every registered encoder a shipped preset references (26.1M of
+    `lit_lite0_minilm_embedded`'s 26.6M parameters) is recorded with its
+    package version and weight-file sha256, and matches what is installed."""
+    root = presets.presets_dir()
+    checked = 0
+    for path in sorted(p for p in root.iterdir() if p.is_dir()):
+        config = json.loads((path / "config.json").read_text())["config"]
+        metadata = json.loads((path / "metadata.json").read_text())
+        # `*_source` values, and the old `*_preset` spellings of configs.
+        sources = {
+            value
+            for value in config.values()
+            if isinstance(value, str) and value in registry.ENCODERS
+        }
+        records = metadata.get("referenced_encoders", {})
+        assert set(records) == sources, path.name
+        for source, record in records.items():
+            assert record == registry.weights_record(source), (path.name, source)
+            assert registry.weights_mismatch(source, record) is None
+            checked += 1
+        if sources:
+            # Config and tokenizer are checksummed too, not only the weights.
+            assert "config.json" in metadata["files_sha256"], path.name
+    assert checked >= 8

@@ -1,5 +1,7 @@
 """Reproducible training: epoch-seeded order, resume == uninterrupted."""
 
+import os
+
 import keras
 import numpy as np
 import pytest
@@ -49,31 +51,43 @@ class _Interrupt(keras.callbacks.Callback):
             raise KeyboardInterrupt
 
 
-def test_resumed_run_ends_with_the_same_weights(pairs, tmp_path):
-    straight = _build()
-    training.train(straight, pairs, epochs=3, batch_size=16, seed=3, verbose=0)
+@pytest.fixture(scope="module")
+def three_epochs(pairs):
+    """Weights of an uninterrupted 3-epoch run (seed 3, batches of 16)."""
+    model = _build()
+    training.train(model, pairs, epochs=3, batch_size=16, seed=3, verbose=0)
+    return [keras.ops.convert_to_numpy(w) for w in model.weights]
 
-    backup = str(tmp_path / "backup")
-    with pytest.raises(KeyboardInterrupt):
-        training.train(
-            _build(),
-            pairs,
-            epochs=3,
-            batch_size=16,
-            seed=3,
-            backup_dir=backup,
-            callbacks=[_Interrupt()],
-            verbose=0,
-        )
-    resumed = _build()
-    history = training.train(
-        resumed, pairs, epochs=3, batch_size=16, seed=3, backup_dir=backup, verbose=0
+
+def _assert_weights(expected, model):
+    for a, b in zip(expected, model.weights, strict=True):
+        np.testing.assert_array_equal(a, keras.ops.convert_to_numpy(b))
+
+
+def _train_3(model, pairs, backup, callbacks=()):
+    return training.train(
+        model,
+        pairs,
+        epochs=3,
+        batch_size=16,
+        seed=3,
+        backup_dir=str(backup),
+        callbacks=list(callbacks),
+        verbose=0,
     )
+
+
+def test_resumed_run_ends_with_the_same_weights(pairs, three_epochs, tmp_path):
+    backup = tmp_path / "backup"
+    with pytest.raises(KeyboardInterrupt):
+        _train_3(_build(), pairs, backup, callbacks=[_Interrupt()])
+    # Checksummed, atomic backups (tests/test_atomic_writes.py): the one of
+    # epoch 0 (the interrupt comes before epoch 1's).
+    assert sorted(os.listdir(backup)) == ["backup-0.json", "backup-0.weights.h5"]
+    resumed = _build()
+    history = _train_3(resumed, pairs, backup)
     assert len(history["loss"]) < 3  # it continued, not restarted
-    for a, b in zip(straight.weights, resumed.weights, strict=True):
-        np.testing.assert_array_equal(
-            keras.ops.convert_to_numpy(a), keras.ops.convert_to_numpy(b)
-        )
+    _assert_weights(three_epochs, resumed)
 
 
 def test_pair_arrays_validate_inputs():

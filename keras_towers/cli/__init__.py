@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import warnings
 
 import keras
 
@@ -75,9 +76,18 @@ def build_parser() -> argparse.ArgumentParser:
 USER_ERRORS = (ValueError, FileNotFoundError, TypeError, OSError)
 
 
+def _one_line_warning(message, category, filename, lineno, line=None) -> str:
+    return f"keras-towers: warning: {message}\n"
+
+
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    formatwarning = warnings.formatwarning
+    if not os.environ.get("KERAS_TOWERS_DEBUG"):
+        # Warnings (e.g. texts cut at the model's context) as one line each,
+        # without the source line Python would print.
+        warnings.formatwarning = _one_line_warning
     try:
         return args.func(args) or 0
     except USER_ERRORS as error:
@@ -86,6 +96,8 @@ def main(argv=None) -> int:
             raise
         print(f"keras-towers: error: {error}", file=sys.stderr)
         return 2
+    finally:
+        warnings.formatwarning = formatwarning
 
 
 if __name__ == "__main__":

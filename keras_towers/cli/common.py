@@ -23,10 +23,33 @@ def _positive_int(value: str) -> int:
     return number
 
 
-def load_model(preset: str):
-    """Load any keras_towers model from a preset name or directory."""
+def add_verify_options(parser) -> None:
+    """`--no-verify-checksums` / `--no-verify-encoders` for commands that
+    load presets."""
+    parser.add_argument(
+        "--no-verify-checksums",
+        dest="verify_checksums",
+        action="store_false",
+        help="load a preset whose metadata.json lacks file checksums (its files "
+        "are then not checked)",
+    )
+    parser.add_argument(
+        "--no-verify-encoders",
+        dest="verify_encoders",
+        action="store_false",
+        help="load a preset whose recorded frozen encoders (package version, "
+        "weight sha256) differ from the installed ones",
+    )
 
-    return ContrastiveModel.from_preset(preset)
+
+def load_model(preset: str, args=None):
+    """Load any keras_towers model from a preset name or directory, with the
+    command's `--no-verify-*` options."""
+    options = {}
+    for name in ("verify_checksums", "verify_encoders"):
+        if args is not None and getattr(args, name, True) is False:
+            options[name] = False
+    return ContrastiveModel.from_preset(preset, **options)
 
 
 def check_output_paths(report: str | None = None, json_file: str | None = None):

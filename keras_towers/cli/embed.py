@@ -13,8 +13,10 @@ import numpy as np
 
 from keras_towers.cli.common import _image_paths
 from keras_towers.cli.common import _positive_int
+from keras_towers.cli.common import add_verify_options
 from keras_towers.cli.common import load_model
 from keras_towers.datasets import read_image
+from keras_towers.utils.io import atomic_write
 from keras_towers.utils.io import write_json
 
 #: Output formats by suffix.
@@ -64,6 +66,7 @@ def add_parser(commands) -> None:
         "--overwrite", action="store_true", help="replace an existing OUTPUT"
     )
     embed.add_argument("--batch-size", type=_positive_int, default=64)
+    add_verify_options(embed)
     embed.set_defaults(func=cmd_embed)
 
 
@@ -72,7 +75,7 @@ def cmd_embed(args) -> int:
     _check_output(output, args.overwrite)
     if args.images is not None:
         ids, paths = _image_inputs(args.images, args.column)
-        model = load_model(args.preset)
+        model = load_model(args.preset, args)
         chunks = []
         for start in range(0, len(paths), IMAGE_CHUNK):
             images = [read_image(p) for p in paths[start : start + IMAGE_CHUNK]]
@@ -81,7 +84,7 @@ def cmd_embed(args) -> int:
         modality = "image"
     else:
         ids, texts = _text_inputs(args.texts, args.column)
-        model = load_model(args.preset)
+        model = load_model(args.preset, args)
         embeddings = model.encode_texts(texts, batch_size=args.batch_size)
         modality = "text"
     embeddings = np.asarray(embeddings, np.float32)
@@ -219,31 +222,23 @@ def _ids_path(output: Path) -> Path:
 
 
 def _write(output: Path, ids, embeddings, preset: str, modality: str) -> None:
-    """Write atomically: a temporary name in the same folder, then renamed."""
-    output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output.with_name(f".{output.name}.tmp-{os.getpid()}")
-    try:
-        if output.suffix == ".npy":
-            with open(tmp, "wb") as f:
-                np.save(f, embeddings, allow_pickle=False)
-        else:
-            pa = _pyarrow()
-            dim = embeddings.shape[1]
-            table = pa.table(
-                {
-                    "id": pa.array(list(ids), pa.string()),
-                    "embedding": pa.FixedSizeListArray.from_arrays(
-                        pa.array(embeddings.reshape(-1), pa.float32()), dim
-                    ),
-                }
-            ).replace_schema_metadata({"preset": preset, "modality": modality})
-            pa.parquet.write_table(table, str(tmp))
-        os.replace(tmp, output)
-        if output.suffix == ".npy":
-            write_json(
-                _ids_path(output),
-                {"preset": preset, "modality": modality, "ids": list(ids)},
-            )
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    """Write whole or not at all (`atomic_write`: a temporary name, then
+    renamed); the ids file of `.npy` follows the array."""
+    if output.suffix == ".npy":
+        atomic_write(output, lambda f: np.save(f, embeddings, allow_pickle=False))
+        write_json(
+            _ids_path(output),
+            {"preset": preset, "modality": modality, "ids": list(ids)},
+        )
+        return
+    pa = _pyarrow()
+    dim = embeddings.shape[1]
+    table = pa.table(
+        {
+            "id": pa.array(list(ids), pa.string()),
+            "embedding": pa.FixedSizeListArray.from_arrays(
+                pa.array(embeddings.reshape(-1), pa.float32()), dim
+            ),
+        }
+    ).replace_schema_metadata({"preset": preset, "modality": modality})
+    atomic_write(output, lambda tmp: pa.parquet.write_table(table, tmp), pass_path=True)

@@ -12,6 +12,7 @@ import keras
 
 from keras_towers import recipes
 from keras_towers import tasks
+from keras_towers import training
 from keras_towers.cli.common import _positive_int
 from keras_towers.cli.common import _print_table
 from keras_towers.cli.common import _report_task
@@ -231,8 +232,9 @@ def cmd_train(args) -> int:
     if any(p.name != LOCK_FILE for p in output.iterdir()) and not args.resume:
         if (output / "backup").exists():
             raise ValueError(
-                f"{output} holds an interrupted run: add --resume to continue it, "
-                "or choose another --output."
+                f"{output} holds an interrupted run: add --resume to continue it "
+                "(if --resume reports every backup damaged, delete "
+                f"{output / 'backup'} first), or choose another --output."
             )
         if (output / "config.json").exists():
             raise ValueError(
@@ -308,7 +310,7 @@ def cmd_train(args) -> int:
         seed=args.seed,
         backup_dir=str(output / "backup"),
         # Appends across --resume, so the report covers every epoch.
-        callbacks=[keras.callbacks.CSVLogger(str(output / "history.csv"), append=True)],
+        callbacks=[training.AtomicCSVLogger(output / "history.csv", append=True)],
         verbose=args.verbose,
         **episode_options,
     )

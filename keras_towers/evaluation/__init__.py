@@ -29,6 +29,7 @@ from keras_towers.evaluation.templates import fill_templates
 from keras_towers.evaluation.templates import get_templates
 from keras_towers.evaluation.zero_shot import classify
 from keras_towers.evaluation.zero_shot import evaluate_zero_shot
+from keras_towers.evaluation.zero_shot import fitting_templates
 from keras_towers.evaluation.zero_shot import score_rule
 from keras_towers.evaluation.zero_shot import zero_shot_classifier
 
@@ -38,6 +39,7 @@ __all__ = [
     "score_rule",
     "evaluate_retrieval",
     "evaluate_zero_shot",
+    "fitting_templates",
     "fill_templates",
     "get_templates",
     "linear_probe",

@@ -1,7 +1,8 @@
 """Evaluation figures written to PNG files (matplotlib, no display needed).
 
 Figures are built with `matplotlib.figure.Figure` and its Agg canvas rather
-than `pyplot`, so no global backend is switched and no window can open.
+than `pyplot`, so no global backend is switched and no window can open. Each
+file is written to a temporary name and renamed (`utils.io.atomic_write`).
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from collections.abc import Mapping
 from collections.abc import Sequence
 
 import numpy as np
+
+from keras_towers.utils.io import atomic_write
 
 HIT_COLOUR = "#1a7f37"
 MISS_COLOUR = "#444444"
@@ -24,11 +27,12 @@ def _figure(width: float, height: float):
 
 
 def _save(fig, path) -> str:
+    """Write `fig` atomically: a failed write (a full disk) leaves the
+    previous file, and no half-written image is ever left at `path`."""
     path = os.fspath(path)
-    directory = os.path.dirname(path)
-    if directory:
-        os.makedirs(directory, exist_ok=True)
-    fig.savefig(path, dpi=100)
+    atomic_write(
+        path, lambda temporary: fig.savefig(temporary, dpi=100), pass_path=True
+    )
     return path
 
 

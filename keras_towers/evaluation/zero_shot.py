@@ -10,6 +10,7 @@ L2-normalised `encode_images` embedding.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 
 import keras
@@ -19,6 +20,7 @@ from keras_towers.evaluation import _inputs
 from keras_towers.evaluation.templates import fill_templates
 from keras_towers.evaluation.templates import get_templates
 from keras_towers.ops import l2_normalize_numpy as l2_normalize
+from keras_towers.preprocessing import TruncationWarning
 
 DEFAULT_LOGIT_SCALE = 100.0
 
@@ -47,6 +49,108 @@ def _check_class_names(class_names) -> list[str]:
     return class_names
 
 
+def _text_preprocessor(model):
+    """The model's preprocessor if it can count tokens, else `None`."""
+    preprocessor = getattr(model, "preprocessor", None)
+    if hasattr(preprocessor, "text_token_counts"):
+        return preprocessor
+    return None
+
+
+def fitting_templates(
+    model, class_names: Sequence[str], templates: str | Sequence[str] = "openai"
+) -> list[str]:
+    """The templates whose prompts still tell the classes apart once cut.
+
+    A prompt longer than the model's text context is cut at its end. When
+    the cut takes the whole class name ("a bad photo of a {}." is read as
+    "a bad photo of" with a 16-byte context), or enough of it that two
+    classes give the same tokens ("yellow square" / "yellow squares"), the
+    prompt says nothing about its class and only blurs the ensemble. Such
+    templates are dropped, with one `TruncationWarning` listing them. A cut
+    inside a class name that still leaves the classes distinct is kept (and
+    counted by `zero_shot_classifier`'s truncation warning). Models without
+    a token-counting preprocessor (`text_token_counts`) keep every template.
+
+    Args:
+        model: a model with `encode_texts` (and usually a `preprocessor`).
+        class_names: list of str. One name per class.
+        templates: str or list of str. A template-set name or templates with
+            one `"{}"` each (see `get_templates`).
+
+    Returns:
+        The templates to use, in their original order.
+
+    Raises:
+        ValueError: when every template loses a class to the cut.
+
+    Example:
+
+    ```python
+    model = keras_towers.CLIP.tiny()  # a 16-byte context
+    keras_towers.evaluation.zero_shot.fitting_templates(
+        model, ["red circle", "blue square"], ["{}", "a bad photo of a {}."]
+    )  # ["{}"], with a warning naming the dropped template
+    ```
+    """
+    class_names = _check_class_names(class_names)
+    templates = get_templates(templates)
+    preprocessor = _text_preprocessor(model)
+    if preprocessor is None:
+        return templates
+    capacity = preprocessor.text_capacity
+    num_t, num_c = len(templates), len(class_names)
+    prefixes = preprocessor.text_token_counts([t[: t.index("{}")] for t in templates])
+    prompts = [
+        template.replace("{}", name, 1)
+        for template in templates
+        for name in class_names
+    ]
+    cut = (preprocessor.text_token_counts(prompts) > capacity).reshape(num_t, num_c)
+    lost = {}  # template index -> (class index, why)
+    for t in np.flatnonzero(cut.any(axis=1)):
+        if prefixes[t] >= capacity:
+            c = int(np.flatnonzero(cut[t])[0])
+            lost[int(t)] = (c, f"none of the class name {class_names[c]!r}")
+            continue
+        rows = prompts[t * num_c : (t + 1) * num_c]
+        ids = keras.ops.convert_to_numpy(preprocessor({"texts": rows})["token_ids"])
+        _, first, inverse = np.unique(
+            np.asarray(ids), axis=0, return_index=True, return_inverse=True
+        )
+        inverse = np.asarray(inverse).reshape(-1)
+        for c in np.flatnonzero(cut[t]):
+            twin = int(first[inverse[c]])
+            if twin != c and class_names[twin] != class_names[c]:
+                lost[int(t)] = (int(c), f"the same as for {class_names[twin]!r}")
+                break
+    if not lost:
+        return templates
+    t, (c, why) = next(iter(lost.items()))
+    example = prompts[t * num_c + c]
+    detail = f"e.g. {example!r} is read as {preprocessor._kept_text(example)!r}: {why}"
+    context = (
+        f"the text context of {preprocessor.sequence_length} tokens "
+        f"({capacity} for text)"
+    )
+    if len(lost) == num_t:
+        raise ValueError(
+            f"All {num_t} templates lose a class when their prompts are cut at "
+            f"{context}: {detail}. Use templates that put the class name first "
+            '(e.g. "none": the bare name), shorter class names, or a model with '
+            "a longer context."
+        )
+    dropped = [templates[t] for t in sorted(lost)]
+    warnings.warn(
+        f"Dropped {len(dropped)} of {num_t} templates: cut at {context}, their "
+        f"prompts lose a class ({detail}). Dropped: {dropped}. Zero-shot uses the "
+        f"other {num_t - len(dropped)}; a model with a longer context keeps them.",
+        TruncationWarning,
+        stacklevel=2,
+    )
+    return [t for i, t in enumerate(templates) if i not in lost]
+
+
 def zero_shot_classifier(
     model,
     class_names: Sequence[str],
@@ -58,6 +162,10 @@ def zero_shot_classifier(
     For each class: fill every template with the class name, embed the
     prompts with `model.encode_texts`, L2-normalise each prompt embedding,
     average them and L2-normalise the mean.
+
+    Templates whose prompts lose a class name to the model's text context
+    are dropped first (see `fitting_templates`); prompts cut only after the
+    class name are kept, and one `TruncationWarning` counts them.
 
     Args:
         model: any object with `encode_texts(texts, batch_size)` returning an
@@ -82,16 +190,26 @@ def zero_shot_classifier(
     """
     _inputs.check_model(model)
     class_names = _check_class_names(class_names)
-    templates = get_templates(templates)
     batch_size = _inputs.check_batch_size(batch_size)
+    templates = fitting_templates(model, class_names, templates)
+    preprocessor = _text_preprocessor(model)
+    if preprocessor is not None:
+        preprocessor.warn_if_truncated(
+            [p for name in class_names for p in fill_templates(templates, name)],
+            what="prompts",
+            stacklevel=2,
+        )
     per_call = max(1, batch_size // len(templates))
     weights = []
-    for start in range(0, len(class_names), per_call):
-        names = class_names[start : start + per_call]
-        prompts = [p for name in names for p in fill_templates(templates, name)]
-        emb = _inputs.encode_texts(model, prompts, batch_size)
-        emb = l2_normalize(emb).reshape(len(names), len(templates), -1)
-        weights.append(l2_normalize(emb.mean(axis=1)))
+    # Counted once above for every prompt; not again per `encode_texts` call.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", TruncationWarning)
+        for start in range(0, len(class_names), per_call):
+            names = class_names[start : start + per_call]
+            prompts = [p for name in names for p in fill_templates(templates, name)]
+            emb = _inputs.encode_texts(model, prompts, batch_size)
+            emb = l2_normalize(emb).reshape(len(names), len(templates), -1)
+            weights.append(l2_normalize(emb.mean(axis=1)))
     return np.concatenate(weights).astype("float32")
 
 
@@ -199,7 +317,7 @@ def evaluate_zero_shot(
         images,
         labels,
         keras_towers.datasets.shape_class_names(),
-        templates="simple",
+        templates="none",  # fits the 16-byte context of `tiny()`
         verbose=0,
     )
     results["accuracy"], results["chance"]

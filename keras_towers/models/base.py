@@ -229,6 +229,9 @@ class ContrastiveModel(keras.Model):
     def encode_texts(self, texts, batch_size: int = 256) -> np.ndarray:
         """L2-normalised text embeddings for raw strings.
 
+        Texts longer than the preprocessor's context are cut to fit (as in
+        CLIP); one `keras_towers.TruncationWarning` per call says how many.
+
         Args:
             texts: a string or a list of strings.
             batch_size: int. Texts per forward pass.
@@ -246,6 +249,10 @@ class ContrastiveModel(keras.Model):
                     f"`texts[{i}]` must be a string. Received "
                     f"{type(text).__name__}: {text!r}."
                 )
+        # One warning for the whole call, however many batches it takes.
+        warn_if_truncated = getattr(self.preprocessor, "warn_if_truncated", None)
+        if warn_if_truncated is not None:
+            warn_if_truncated(texts, stacklevel=2)
         chunks = []
         for start in range(0, len(texts), batch_size):
             tokens = self.preprocessor({TEXT_KEY: texts[start : start + batch_size]})
@@ -290,12 +297,23 @@ class ContrastiveModel(keras.Model):
         return preset_lib.list_presets(cls)
 
     @classmethod
-    def from_preset(cls, preset: str, load_weights: bool = True, **kwargs):
+    def from_preset(
+        cls,
+        preset: str,
+        load_weights: bool = True,
+        verify_checksums: bool = True,
+        verify_encoders: bool = True,
+        **kwargs,
+    ):
         """Load a model from a preset name or directory.
 
         Called on `ContrastiveModel` itself, it returns the class the preset
         records (as keras-hub's `Task.from_preset` does), loaded the way that
         class loads its presets.
+
+        Loading is strict: the weights must be exactly those of the model the
+        config builds (every stored weight used, every variable assigned,
+        same shapes), or a `ValueError` names the differences.
 
         Args:
             preset: a shipped preset name (see `cls.presets`), a directory
@@ -303,6 +321,12 @@ class ContrastiveModel(keras.Model):
                 external format (e.g. `transformers` CLIP:
                 `config.json` with `model_type: clip` + `model.safetensors`).
             load_weights: bool. Load the weights, or only the architecture.
+            verify_checksums: bool. Check every file of the preset against
+                the sha256 in its `metadata.json`; a preset without them is
+                refused. Pass `False` only for files you changed on purpose.
+            verify_encoders: bool. Check that the frozen encoders the preset
+                references (e.g. `"all_minilm_l6_v2"`) are installed with the
+                weights it was saved with; `False` loads the installed ones.
             **kwargs: config overrides.
 
         Example:
@@ -312,10 +336,18 @@ class ContrastiveModel(keras.Model):
         type(model).__name__  # "LiT"
         ```
         """
+        checks = {
+            "verify_checksums": verify_checksums,
+            "verify_encoders": verify_encoders,
+        }
         target = preset_lib.preset_class(cls, preset)
         if target is not None and target is not cls:
-            return target.from_preset(preset, load_weights=load_weights, **kwargs)
-        return preset_lib.load(cls, preset, load_weights=load_weights, **kwargs)
+            return target.from_preset(
+                preset, load_weights=load_weights, **checks, **kwargs
+            )
+        return preset_lib.load(
+            cls, preset, load_weights=load_weights, **checks, **kwargs
+        )
 
     def save_to_preset(
         self, preset_dir: str, description: str = "", **metadata
@@ -324,7 +356,10 @@ class ContrastiveModel(keras.Model):
 
         Weights of `referenced_objects()` and `training_state_objects()` are
         left out of the weights file;
-        `preset_metadata()` and `**metadata` go into `metadata.json`.
+        `preset_metadata()` and `**metadata` go into `metadata.json`, with
+        the sha256 of every file and of the weight file of every referenced
+        pretrained encoder. The write is atomic: a failed or interrupted
+        save leaves `preset_dir` as it was (see `keras_towers.presets.save`).
         """
         preset_lib.save(self, preset_dir, description=description, **metadata)
 

@@ -311,10 +311,17 @@ class CLIP(ContrastiveModel):
         return config
 
     @classmethod
-    def tiny(cls, image_size: int = 32, embedding_dim: int = 32, **kwargs) -> CLIP:
+    def tiny(
+        cls,
+        image_size: int = 32,
+        embedding_dim: int = 32,
+        config: str = "tiny",
+        **kwargs,
+    ) -> CLIP:
         """A very small CLIP for tests, guides and smoke runs (the `"tiny"`
-        config of `keras_towers.from_scratch`)."""
-        parts = from_scratch.build("tiny", image_size, projection_dim=embedding_dim)
+        config of `keras_towers.from_scratch`, 16-byte texts; `"tiny_text64"`
+        has room for prompt templates)."""
+        parts = from_scratch.build(config, image_size, projection_dim=embedding_dim)
         return cls(parts.image_tower, parts.text_tower, parts.preprocessor, **kwargs)
 
 

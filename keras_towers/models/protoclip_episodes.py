@@ -34,6 +34,7 @@ from keras_towers import objectives_proto
 from keras_towers.models.protoclip import SAMPLE_INDEX_KEY
 from keras_towers.preprocessing import IMAGE_KEY
 from keras_towers.preprocessing import TEXT_KEY
+from keras_towers.utils.backup import SafeBackupAndRestore
 from keras_towers.utils.epochs import shuffled_index_batches
 
 #: Accepted inputs per modality: raw data or a locked tower's cached features.
@@ -290,11 +291,13 @@ class ProtoCLIPEpisodes(keras.callbacks.Callback):
         Args:
             epochs: int. Total number of episodes.
             callbacks: more Keras callbacks (both phases).
-            backup_dir: str or `None`. With it, `keras.callbacks.BackupAndRestore`
-                checkpoints every episode (one subfolder per phase) and a
-                rerun with the same arguments resumes where an interrupted
-                run stopped, with the same episodes; the folder is removed
-                when training completes.
+            backup_dir: str or `None`. With it,
+                `keras_towers.training.SafeBackupAndRestore` checkpoints
+                every episode (one subfolder per phase; atomic, two
+                generations, a damaged one skipped) and a rerun with the
+                same arguments resumes where an interrupted run stopped,
+                with the same episodes; the folder is removed when training
+                completes.
             verbose: `fit`'s verbosity.
 
         Returns:
@@ -316,7 +319,7 @@ class ProtoCLIPEpisodes(keras.callbacks.Callback):
             phase_callbacks = [self, *callbacks]
             if backup_dir is not None:
                 phase_callbacks.append(
-                    keras.callbacks.BackupAndRestore(
+                    SafeBackupAndRestore(
                         os.path.join(backup_dir, name), delete_checkpoint=False
                     )
                 )

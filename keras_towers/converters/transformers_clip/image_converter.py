@@ -115,6 +115,20 @@ class TransformersImageConverter(ImageConverter):
         self.resize_size = None if resize_size is None else tuple(resize_size)
         self.round_to_uint8 = round_to_uint8
 
+    @property
+    def framing(self) -> str | None:
+        """The framing rule this layer applies itself (see
+        `keras_towers.preprocessing.FRAMINGS`): `"crop"` with
+        `shortest_edge` (CLIP: shortest edge, then centre crop), `"squash"`
+        with `resize_size`, `None` with neither. A `ContrastivePreprocessor`
+        takes it as its default `framing` and then leaves the framing to this
+        layer, so transformers' pixels are kept."""
+        if self.shortest_edge is not None:
+            return "crop"
+        if self.resize_size is not None:
+            return "squash"
+        return None
+
     def call(self, inputs):
         if self.shortest_edge is None and self.resize_size is None:
             return super().call(inputs)

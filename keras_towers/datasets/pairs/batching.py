@@ -5,25 +5,25 @@ from __future__ import annotations
 import tensorflow as tf
 
 from keras_towers.datasets.pairs._pipeline import _positive_int
+from keras_towers.preprocessing import DEFAULT_FRAMING
+from keras_towers.preprocessing import FRAMINGS
 from keras_towers.preprocessing import IMAGE_KEY
 from keras_towers.preprocessing import TEXT_KEY
+from keras_towers.preprocessing import check_framing
+from keras_towers.preprocessing import frame_images
 
-#: `batch_pairs` resize modes.
-RESIZE_MODES = ("pad", "crop", "squash")
-
-
-def _resize(image, height, width):
-    resized = tf.image.resize(
-        tf.cast(image, tf.float32), [height, width], method="bilinear", antialias=True
-    )
-    return tf.cast(tf.clip_by_value(tf.round(resized), 0.0, 255.0), tf.uint8)
+#: `batch_pairs` resize modes: the framing rules of `ContrastivePreprocessor`.
+RESIZE_MODES = FRAMINGS
 
 
-def resize_image(image, image_size: int, resize: str = "pad"):
+def resize_image(image, image_size: int, resize: str = DEFAULT_FRAMING):
     """Resize one uint8 `(H, W, 3)` image to `(S, S, 3)` uint8 in TensorFlow.
 
-    Resampling is bilinear with antialiasing (a triangle filter when
-    shrinking), rounded to integers.
+    This is `keras_towers.preprocessing.frame_images`, the framing a
+    `ContrastivePreprocessor` applies to raw images at inference: pass the
+    model's `preprocessor.framing` as `resize` so that training images are
+    framed as the model will frame images later. Resampling is bilinear with
+    antialiasing (a triangle filter when shrinking), rounded to integers.
 
     Args:
         image: uint8 tensor `(H, W, 3)`.
@@ -42,10 +42,7 @@ def resize_image(image, image_size: int, resize: str = "pad"):
     square = keras_towers.datasets.resize_image(image, 64, resize="crop")
     ```
     """
-    if resize not in RESIZE_MODES:
-        raise ValueError(
-            f"`resize` must be one of {RESIZE_MODES}. Received: {resize!r}."
-        )
+    check_framing(resize, "resize")
     size = _positive_int(image_size, "image_size")
     image = tf.convert_to_tensor(image)
     if image.dtype != tf.uint8 or image.shape.rank != 3:
@@ -53,29 +50,7 @@ def resize_image(image, image_size: int, resize: str = "pad"):
             "`image` must be uint8 (H, W, 3). Received dtype "
             f"{image.dtype.name} and shape {image.shape}."
         )
-    shape = tf.shape(image)
-    height = tf.cast(shape[0], tf.float32)
-    width = tf.cast(shape[1], tf.float32)
-    if resize == "squash":
-        out = _resize(image, size, size)
-    elif resize == "crop":
-        scale = size / tf.minimum(height, width)
-        h = tf.maximum(size, tf.cast(tf.round(height * scale), tf.int32))
-        w = tf.maximum(size, tf.cast(tf.round(width * scale), tf.int32))
-        out = _resize(image, h, w)
-        top, left = (h - size) // 2, (w - size) // 2
-        out = out[top : top + size, left : left + size]
-    else:
-        scale = size / tf.maximum(height, width)
-        h = tf.clip_by_value(tf.cast(tf.round(height * scale), tf.int32), 1, size)
-        w = tf.clip_by_value(tf.cast(tf.round(width * scale), tf.int32), 1, size)
-        out = _resize(image, h, w)
-        top, left = (size - h) // 2, (size - w) // 2
-        out = tf.pad(
-            out,
-            [[top, size - h - top], [left, size - w - left], [0, 0]],
-            constant_values=255,
-        )
+    out = tf.cast(frame_images(image, size, resize), tf.uint8)
     return tf.ensure_shape(out, [size, size, 3])
 
 
@@ -83,7 +58,7 @@ def batch_pairs(
     dataset: tf.data.Dataset,
     batch_size: int,
     image_size: int,
-    resize: str = "pad",
+    resize: str = DEFAULT_FRAMING,
     shuffle_buffer: int = 0,
     seed: int | None = None,
     drop_remainder: bool = False,
@@ -99,7 +74,9 @@ def batch_pairs(
             dataset (any reader's output); other keys are kept.
         batch_size: int. Pairs per batch.
         image_size: int. Side `S` of the square uint8 images.
-        resize: `"pad"`, `"crop"` or `"squash"`; see `resize_image`.
+        resize: `"pad"`, `"crop"` or `"squash"`; see `resize_image`. Pass
+            the model's `preprocessor.framing`: a model frames raw images
+            by that rule at inference.
         shuffle_buffer: int. Shuffle buffer size (of resized pairs); 0 keeps
             the order.
         seed: optional int. Shuffle seed (reshuffled every pass).
@@ -138,10 +115,7 @@ def batch_pairs(
         )
     batch_size = _positive_int(batch_size, "batch_size")
     size = _positive_int(image_size, "image_size")
-    if resize not in RESIZE_MODES:
-        raise ValueError(
-            f"`resize` must be one of {RESIZE_MODES}. Received: {resize!r}."
-        )
+    check_framing(resize, "resize")
     if (
         isinstance(shuffle_buffer, bool)
         or not isinstance(shuffle_buffer, int)

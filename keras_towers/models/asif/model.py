@@ -331,6 +331,21 @@ class ASIF(AnchorsMixin, ZeroShotMixin, ExplainMixin, ContrastiveModel):
         )
         return config
 
+    #: Framing of preprocessor configs saved without one: ASIF encoded its
+    #: anchors through the image converter, which centre-cropped.
+    LEGACY_FRAMING = "crop"
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        preprocessor = config.get("preprocessor")
+        if isinstance(preprocessor, dict) and isinstance(
+            preprocessor.get("config"), dict
+        ):
+            inner = {"framing": cls.LEGACY_FRAMING, **preprocessor["config"]}
+            config["preprocessor"] = {**preprocessor, "config": inner}
+        return super().from_config(config)
+
     # === Saving: anchors through Keras, sourced towers left out ===
 
     def save_own_variables(self, store):
