@@ -8,6 +8,7 @@ model = keras_towers.CLIP.tiny()
 ```
 """
 
+from keras_towers import augment
 from keras_towers import backbones
 from keras_towers import clustering
 from keras_towers import converters
@@ -16,6 +17,8 @@ from keras_towers import efficientnet_lite
 from keras_towers import evaluation
 from keras_towers import from_scratch
 from keras_towers import objectives
+from keras_towers import objectives_rocket
+from keras_towers import objectives_ssl
 from keras_towers import ops
 from keras_towers import optimizers
 from keras_towers import presets
@@ -28,6 +31,7 @@ from keras_towers.feature_cache import cache_locked_features
 from keras_towers.feature_cache import clear_feature_cache
 from keras_towers.models import ASIF
 from keras_towers.models import CLIP
+from keras_towers.models import CLIPRocket
 from keras_towers.models import ContrastiveModel
 from keras_towers.models import LiT
 from keras_towers.models import ProtoCLIP
@@ -36,6 +40,7 @@ from keras_towers.models import SigLIP
 from keras_towers.models import ThreeTowers
 from keras_towers.preprocessing import ByteTokenizer
 from keras_towers.preprocessing import ContrastivePreprocessor
+from keras_towers.preprocessing import TruncationWarning
 from keras_towers.towers import ImageTower
 from keras_towers.towers import TextTower
 from keras_towers.version import __version__
@@ -43,6 +48,7 @@ from keras_towers.version import __version__
 __all__ = [
     "ASIF",
     "CLIP",
+    "CLIPRocket",
     "ByteTokenizer",
     "ContrastiveModel",
     "ContrastivePreprocessor",
@@ -53,7 +59,9 @@ __all__ = [
     "SigLIP",
     "TextTower",
     "ThreeTowers",
+    "TruncationWarning",
     "__version__",
+    "augment",
     "backbones",
     "cache_locked_features",
     "clear_feature_cache",
@@ -64,6 +72,8 @@ __all__ = [
     "evaluation",
     "from_scratch",
     "objectives",
+    "objectives_rocket",
+    "objectives_ssl",
     "ops",
     "optimizers",
     "presets",

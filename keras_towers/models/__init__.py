@@ -5,6 +5,7 @@ from keras_towers.models.clip import SigLIP
 from keras_towers.models.lit import LiT
 from keras_towers.models.protoclip import ProtoCLIP
 from keras_towers.models.protoclip_episodes import ProtoCLIPEpisodes
+from keras_towers.models.rocket import CLIPRocket
 from keras_towers.models.three_towers import ThreeTowers
 
 __all__ = [
@@ -14,6 +15,7 @@ __all__ = [
     "LiT",
     "ProtoCLIP",
     "ProtoCLIPEpisodes",
+    "CLIPRocket",
     "SigLIP",
     "ThreeTowers",
 ]
