@@ -23,6 +23,7 @@ import numpy as np
 from keras_towers import datasets
 from keras_towers import from_scratch
 from keras_towers import pretrained
+from keras_towers import recipes_rocket
 from keras_towers import training
 from keras_towers.datasets.paths import data_dir
 from keras_towers.feature_cache import cache_locked_features
@@ -48,8 +49,9 @@ class Recipe:
     build: Callable
     image_size: int
     description: str = ""
-    #: Method options the recipe accepts (`build` takes `MODEL_OPTIONS`, its
-    #: trainer `EPISODE_OPTIONS`); the CLI refuses them for other recipes.
+    #: Method options the recipe accepts (`build` takes those in
+    #: `BUILD_OPTIONS`, its trainer those in `TRAINER_OPTIONS`); the CLI
+    #: refuses them for other recipes.
     options: tuple = ()
 
 
@@ -63,6 +65,10 @@ MODEL_OPTIONS = (
     "teacher_pca_dim",
 )
 EPISODE_OPTIONS = ("lit_start_episode", "infonce_warmup_episodes")
+#: Options of every recipe's `build` and of its trainer (the CLI passes them
+#: to whichever the recipe's `options` name).
+BUILD_OPTIONS = MODEL_OPTIONS + recipes_rocket.ROCKET_MODEL_OPTIONS
+TRAINER_OPTIONS = EPISODE_OPTIONS + recipes_rocket.ROCKET_TRAINER_OPTIONS
 
 
 RECIPES = Registry("method", hint="Register one with `register_recipe`.")
@@ -583,3 +589,39 @@ def _protoclip_trainer(data: str) -> Callable:
 register_trainer("protoclip")(_protoclip_trainer)
 register_trainer("protoclip-tiny")(_protoclip_trainer)
 register_trainer("protoclip-heads")(_protoclip_trainer)
+
+
+# === The improved CLIP recipe (clip-rocket) and its SSL add-ons ===
+#
+# `CLIPRocket` on the `clip` recipe's towers from scratch, trained on a global
+# view plus augmented views built per (seed, epoch, example) in tf.data
+# (`training.epoch_shuffled_view_dataset`), so `--resume` stays exact.
+
+_ROCKET_DESCRIPTIONS = {
+    "clip-improved": "the improved CLIP recipe (clip-rocket, CL2L): the `clip` "
+    "recipe's towers + BN-MLP h heads (512 hidden) on 2 augmented image and "
+    "caption views, label-smoothed InfoNCE on every view pair",
+    "siamlip": "`clip-improved` + SiamLIP (cross-modal SimSiam add-on)",
+    "byolip": "`clip-improved` + BYOLIP (SiamLIP with an EMA target)",
+    "barlip": "`clip-improved` + BarLIP (cross-modal Barlow Twins add-on)",
+    "swalip": "`clip-improved` + SwALIP (swapped Sinkhorn predictions; CL2L "
+    "without label smoothing)",
+}
+
+
+def _register_rocket(method: str) -> None:
+    def build(image_size: int = 64, **options):
+        return recipes_rocket.build(method, image_size, **options)
+
+    register_recipe(
+        method,
+        image_size=64,
+        description=_ROCKET_DESCRIPTIONS[method],
+        options=recipes_rocket.ROCKET_MODEL_OPTIONS
+        + recipes_rocket.ROCKET_TRAINER_OPTIONS,
+    )(build)
+    register_trainer(method)(recipes_rocket.views_trainer)
+
+
+for _method in recipes_rocket.ROCKET_ADDONS:
+    _register_rocket(_method)

@@ -16,6 +16,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_towers import augment
 from keras_towers.datasets import batch_pairs
 from keras_towers.preprocessing import DEFAULT_FRAMING
 from keras_towers.preprocessing import FRAMINGS
@@ -33,6 +34,7 @@ __all__ = [
     "PairArrays",
     "SafeBackupAndRestore",
     "epoch_shuffled_dataset",
+    "epoch_shuffled_view_dataset",
     "ordered_dataset",
     "train",
 ]
@@ -189,6 +191,84 @@ def epoch_shuffled_dataset(
     return ds, _EpochCounter(epoch)
 
 
+#: The key `epoch_shuffled_view_dataset` gives each example's index under.
+INDEX_KEY = "index"
+
+
+def epoch_shuffled_view_dataset(
+    pairs: PairArrays | dict,
+    batch_size: int,
+    seed: int,
+    image_views,
+    text_views,
+):
+    """`epoch_shuffled_dataset`'s batches, each example mapped to its views.
+
+    The examples come in the same order as `epoch_shuffled_dataset(pairs,
+    batch_size, seed)` (last partial batch dropped); each gets its index in
+    `pairs` and goes through `keras_towers.augment.views_map_fn` with the
+    same epoch variable the returned callback sets, so every view is a pure
+    function of `(seed, epoch, index)` and a resumed run sees the same
+    augmented batches as an uninterrupted one.
+
+    Args:
+        pairs: `PairArrays` or a dict of equally long arrays with `"images"`
+            (uint8) and `"texts"`.
+        batch_size: int.
+        seed: int. Seeds the order and the augmentation.
+        image_views: `keras_towers.augment.ImageAugment`s, the first the
+            global view.
+        text_views: `keras_towers.augment.TextAugment`s, the first the
+            global view.
+
+    Returns:
+        `(dataset, callback)` as `epoch_shuffled_dataset`: batches of
+        `{"images", "texts", "index"}` plus `"images_aug"` / `"texts_aug"`
+        when there are augmented views.
+
+    Example:
+
+    ```python
+    from keras_towers import augment
+    ds, callback = keras_towers.training.epoch_shuffled_view_dataset(
+        pairs, 8, seed=0,
+        image_views=[augment.ImageAugment.from_preset("rocket-global", size=64)],
+        text_views=[augment.TextAugment.from_preset("rocket-global")],
+    )
+    ```
+    """
+    arrays = _as_arrays(pairs)
+    for key in (IMAGE_KEY, TEXT_KEY):
+        if key not in arrays:
+            raise ValueError(
+                f"`pairs` needs the key {key!r} for augmented views. Received "
+                f"keys {sorted(arrays)}."
+            )
+    if INDEX_KEY in arrays:
+        raise ValueError(f"`pairs` must not hold the key {INDEX_KEY!r}.")
+    index_batches, callback = epoch_shuffled_dataset(
+        {INDEX_KEY: np.arange(len(arrays[IMAGE_KEY]), dtype="int64")},
+        batch_size,
+        seed=seed,
+    )
+    constants = {k: tf.constant(v) for k, v in arrays.items()}
+    views = augment.views_map_fn(
+        image_views, text_views, seed=int(seed), epoch=callback.variable
+    )
+    steps = index_batches.cardinality()
+    ds = index_batches.unbatch().map(
+        lambda e: {
+            **{k: tf.gather(c, e[INDEX_KEY]) for k, c in constants.items()},
+            INDEX_KEY: e[INDEX_KEY],
+        }
+    )
+    # Deterministic (ordered) parallel map: the batches do not depend on timing.
+    ds = ds.map(views, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    ds = ds.batch(batch_size, drop_remainder=True)
+    ds = ds.apply(tf.data.experimental.assert_cardinality(steps))
+    return ds.prefetch(tf.data.AUTOTUNE), callback
+
+
 def _as_arrays(pairs: PairArrays | dict) -> dict:
     if isinstance(pairs, PairArrays):
         return {IMAGE_KEY: pairs.images, TEXT_KEY: pairs.texts.astype(str)}
@@ -229,6 +309,8 @@ def train(
     backup_dir: str | None = None,
     callbacks=(),
     verbose="auto",
+    image_views=None,
+    text_views=None,
 ) -> dict:
     """Fit `model` reproducibly; resume from `backup_dir` if it holds a backup.
 
@@ -240,6 +322,11 @@ def train(
     `validation_pairs` may also be dicts of equally long arrays (e.g. cached
     frozen-tower features with their captions): the batch order is the same.
 
+    With `image_views` and `text_views` (`keras_towers.augment` views, the
+    first of each the global one) the training batches are
+    `epoch_shuffled_view_dataset`'s, augmented per `(seed, epoch, index)`,
+    so a resume is still exact; validation stays on the plain pairs.
+
     Returns:
         The history dict (`History.history`) of the epochs run now, plus
         `"seconds"` (wall time of this call).
@@ -249,7 +336,17 @@ def train(
     _check_pairs(model, train_pairs, "training pairs")
     if validation_pairs is not None:
         _check_pairs(model, validation_pairs, "validation pairs")
-    ds, epoch_callback = epoch_shuffled_dataset(train_pairs, batch_size, seed=seed)
+    if (image_views is None) != (text_views is None):
+        raise ValueError(
+            "Pass both `image_views` and `text_views`, or neither. Received "
+            f"image_views={image_views!r}, text_views={text_views!r}."
+        )
+    if image_views is None:
+        ds, epoch_callback = epoch_shuffled_dataset(train_pairs, batch_size, seed=seed)
+    else:
+        ds, epoch_callback = epoch_shuffled_view_dataset(
+            train_pairs, batch_size, seed, image_views, text_views
+        )
     callbacks = [epoch_callback, *callbacks]
     if backup_dir is not None:
         callbacks.append(SafeBackupAndRestore(backup_dir))

@@ -11,6 +11,7 @@ from pathlib import Path
 import keras
 
 from keras_towers import recipes
+from keras_towers import recipes_rocket
 from keras_towers import tasks
 from keras_towers import training
 from keras_towers.cli.common import _positive_int
@@ -127,6 +128,31 @@ def add_parser(commands) -> None:
         type=int,
         help="leading InfoNCE-only episodes (1)",
     )
+    rocket = train.add_argument_group(
+        "Improved CLIP options (--method clip-improved / siamlip / byolip / "
+        "barlip / swalip)"
+    )
+    rocket.add_argument(
+        "--augment",
+        choices=sorted(recipes_rocket.AUGMENTATIONS),
+        help="training views: 'rocket' (clip-rocket's global view + 2 strongly "
+        "augmented image and caption views), 'light' (plain global view + 2 "
+        "mildly cropped/flipped views, stopword-removed captions) or 'none' "
+        f"(global pair only); default: {recipes_rocket.DEFAULT_AUGMENT}",
+    )
+    rocket.add_argument(
+        "--zero-shot-head",
+        choices=("global", "augmented", "ensemble"),
+        help="embeddings for zero-shot, retrieval and `embed`, stored in the "
+        "model: the global head z, the augmented-view head h, or their "
+        "ensemble (default: global)",
+    )
+    rocket.add_argument(
+        "--ensemble-weight",
+        type=float,
+        help="weight w of z in the ensemble, in [0, 1]: similarity = "
+        "w cos_z + (1 - w) cos_h (0.5)",
+    )
     train.set_defaults(func=cmd_train)
 
 
@@ -159,8 +185,8 @@ RUN_ARGUMENTS = (
     "constant_lr",
     "image_size",
     "seed",
-    *recipes.MODEL_OPTIONS,
-    *recipes.EPISODE_OPTIONS,
+    *recipes.BUILD_OPTIONS,
+    *recipes.TRAINER_OPTIONS,
 )
 
 
@@ -247,13 +273,15 @@ def cmd_train(args) -> int:
     recipe = recipes.get(args.method)
     method_options = {
         name: arguments[name]
-        for name in recipes.MODEL_OPTIONS + recipes.EPISODE_OPTIONS
+        for name in recipes.BUILD_OPTIONS + recipes.TRAINER_OPTIONS
         if arguments[name] is not None
     }
     refused = sorted(set(method_options) - set(recipe.options))
     if refused:
         flags = ", ".join("--" + name.replace("_", "-") for name in refused)
-        accepting = [n for n in recipes.names() if recipes.get(n).options]
+        accepting = [
+            n for n in recipes.names() if set(refused) & set(recipes.get(n).options)
+        ]
         raise ValueError(
             f"{flags} do not apply to --method {args.method}; they are options "
             f"of {accepting}."
@@ -272,15 +300,16 @@ def cmd_train(args) -> int:
     if not (output / RUN_FILE).exists():
         write_json(output / RUN_FILE, arguments)
     model_options = {
-        k: v for k, v in method_options.items() if k in recipes.MODEL_OPTIONS
+        k: v for k, v in method_options.items() if k in recipes.BUILD_OPTIONS
     }
     episode_options = {
-        k: v for k, v in method_options.items() if k in recipes.EPISODE_OPTIONS
+        k: v for k, v in method_options.items() if k in recipes.TRAINER_OPTIONS
     }
-    if recipe.options:
+    episodic = "episode_size" in recipe.options
+    if episodic:
         model_options.setdefault("episode_size", len(train_pairs))
     model = recipe.build(image_size=image_size, **model_options)
-    if recipe.options:
+    if episodic:
         print(
             f"episodes of {model.episode_size} pairs (drawn with replacement), "
             f"K={model.active_clusters} clusters"

@@ -1,0 +1,189 @@
+"""The improved CLIP recipes end to end: augmented views in the epoch-seeded
+pipeline, `keras-towers train --method clip-improved`, exact `--resume`."""
+
+import csv
+import gc
+
+import keras
+import numpy as np
+import pytest
+from PIL import Image
+
+import keras_towers
+from keras_towers import cli
+from keras_towers import recipes
+from keras_towers import recipes_rocket
+from keras_towers import training
+from keras_towers.cli import train as cli_train
+from keras_towers.datasets import make_shapes
+
+
+@pytest.fixture(scope="module")
+def pairs():
+    images, captions, _ = make_shapes(24, seed=1)
+    return training.PairArrays(images, captions)
+
+
+def _view_batches(pairs, epochs, seed=3):
+    image_views, text_views = recipes_rocket.views("rocket", pairs.images.shape[1])
+    ds, counter = training.epoch_shuffled_view_dataset(
+        pairs, 8, seed, image_views, text_views
+    )
+    batches = []
+    for epoch in epochs:
+        counter.on_epoch_begin(epoch)
+        batches.append(list(ds.as_numpy_iterator()))
+    return batches
+
+
+def _assert_same_batches(a, b):
+    assert len(a) == len(b)
+    for x, y in zip(a, b, strict=True):
+        assert sorted(x) == sorted(y)
+        for key in x:
+            np.testing.assert_array_equal(x[key], y[key])
+
+
+def test_view_batches_are_a_function_of_seed_and_epoch(pairs):
+    first, again, other = _view_batches(pairs, epochs=(0, 0, 1))
+    assert sorted(first[0]) == ["images", "images_aug", "index", "texts", "texts_aug"]
+    assert first[0]["images_aug"].shape[:2] == (8, recipes_rocket.ROCKET_VIEWS)
+    _assert_same_batches(first, again)
+    assert not np.array_equal(first[0]["images_aug"], other[0]["images_aug"])
+    # The same order of examples as the plain epoch-seeded pipeline.
+    plain, counter = training.epoch_shuffled_dataset(pairs, 8, seed=3)
+    for epoch, batches in ((0, first), (1, other)):
+        counter.on_epoch_begin(epoch)
+        expected = [t for b in plain.as_numpy_iterator() for t in b["texts"]]
+        order = np.concatenate([b["index"] for b in batches])
+        assert [pairs.texts[i].encode() for i in order] == expected
+
+
+def test_rocket_recipes_are_registered_with_their_addons():
+    for method in recipes_rocket.ROCKET_ADDONS:
+        recipe = recipes.get(method)
+        assert "augment" in recipe.options and "zero_shot_head" in recipe.options
+        assert recipes.TRAINERS.get(method) is recipes_rocket.views_trainer
+        assert recipes_rocket.AUGMENTATIONS  # every choice builds its views
+    model = recipes_rocket.build("siamlip", 32, zero_shot_head="ensemble")
+    assert model.addon == "siamlip" and model.zero_shot_head == "ensemble"
+    for option in ("augment", "zero_shot_head", "ensemble_weight"):
+        assert option in cli_train.RUN_ARGUMENTS
+
+
+@pytest.fixture(scope="module")
+def small_csv(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("rocket_pairs")
+    images, captions, _ = make_shapes(16, seed=5)
+    with open(folder / "pairs.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["image", "caption"])
+        for i, (image, caption) in enumerate(zip(images, captions, strict=True)):
+            Image.fromarray(image).save(folder / f"{i}.png")
+            writer.writerow([f"{i}.png", caption])
+    return folder / "pairs.csv"
+
+
+def _argv(csv_path, output, *extra):
+    return [
+        "train",
+        "--method",
+        "clip-improved",
+        "--data",
+        str(csv_path),
+        "--image-size",
+        "32",
+        "--batch-size",
+        "8",
+        "--epochs",
+        "2",
+        "--zero-shot-head",
+        "ensemble",
+        "--ensemble-weight",
+        "0.3",
+        "--output",
+        str(output),
+        "--verbose",
+        "0",
+        *extra,
+    ]
+
+
+@pytest.fixture(scope="module")
+def tiny_towers():
+    """The recipes on `CLIPRocket.tiny`'s towers: the CLI path is the same,
+    compiling the small towers' three-view step would take most of a minute."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(recipes_rocket, "ROCKET_TOWERS", "tiny_shallow")
+        patch.setattr(recipes_rocket, "ROCKET_HEAD_HIDDEN_DIM", 32)
+        yield
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(small_csv, tmp_path_factory, tiny_towers):
+    output = tmp_path_factory.mktemp("rocket_runs") / "full"
+    assert cli.main(_argv(small_csv, output)) == 0
+    return output
+
+
+def _weights(preset):
+    model = keras_towers.CLIPRocket.from_preset(str(preset))
+    return model, [keras.ops.convert_to_numpy(w) for w in model.weights]
+
+
+def test_train_clip_improved_writes_a_loadable_preset(uninterrupted):
+    model, _ = _weights(uninterrupted)
+    assert model.zero_shot_head == "ensemble" and model.ensemble_weight == 0.3
+    assert model.addon is None
+    rows = list(csv.DictReader(open(uninterrupted / "history.csv")))
+    assert len(rows) == 2 and all(float(r["local_i2t_loss"]) > 0 for r in rows)
+    embeddings = keras.ops.convert_to_numpy(
+        model.encode_images(np.zeros((2, 32, 32, 3), "uint8"))
+    )
+    np.testing.assert_allclose(np.linalg.norm(embeddings, axis=-1), 1.0, rtol=1e-4)
+
+
+class _InterruptingLogger(training.AtomicCSVLogger):
+    """The CLI's logger, killed at the end of epoch 1 (before its backup)."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch == 1:
+            raise KeyboardInterrupt
+        super().on_epoch_end(epoch, logs)
+
+
+# Three CLI runs (each compiles the three-view step): over 30 s.
+@pytest.mark.slow
+def test_resume_ends_with_the_same_weights(
+    small_csv, uninterrupted, tmp_path, monkeypatch, tiny_towers
+):
+    output = tmp_path / "resumed"
+    with monkeypatch.context() as patch:
+        patch.setattr(training, "AtomicCSVLogger", _InterruptingLogger)
+        try:
+            cli.main(_argv(small_csv, output))
+            raise AssertionError("the run was not interrupted")
+        except KeyboardInterrupt:
+            pass
+    gc.collect()  # release the interrupted run's lock on `output`
+    assert (output / "backup").is_dir() and (output / cli.RUN_FILE).exists()
+    # Other view options than the interrupted run's: refused.
+    assert cli.main(_argv(small_csv, output, "--augment", "light", "--resume")) == 2
+    assert cli.main(_argv(small_csv, output, "--resume")) == 0
+    _, expected = _weights(uninterrupted)
+    _, resumed = _weights(output)
+    for a, b in zip(expected, resumed, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_view_options_are_refused_where_they_do_not_apply(capsys, small_csv, tmp_path):
+    argv = ["train", "--data", str(small_csv), "--image-size", "32", "--output"]
+    code = cli.main(
+        [*argv, str(tmp_path / "a"), "--method", "clip", "--augment", "none"]
+    )
+    err = capsys.readouterr().err
+    assert code == 2 and "--augment" in err and "clip-improved" in err
+    code = cli.main(
+        [*argv, str(tmp_path / "b"), "--method", "swalip", "--augment", "none"]
+    )
+    assert code == 2 and "SwALIP needs augmented views" in capsys.readouterr().err
