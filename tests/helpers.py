@@ -71,6 +71,47 @@ def loss_and_grads(model, batch):
     }
 
 
+def value_and_grads(fn, *args):
+    """Value and gradients of scalar `fn(*args)` w.r.t. every argument, with
+    the backend's own autodiff (compiled on jax and tensorflow, so `fn` is
+    also checked to trace). A disconnected input's gradient is zeros.
+
+    Returns:
+        `(float value, [NumPy gradient per argument])`.
+    """
+    backend = keras.backend.backend()
+    args = [np.asarray(a, "float32") for a in args]
+    if backend == "jax":
+        import jax
+
+        value, grads = jax.jit(jax.value_and_grad(fn, argnums=range(len(args))))(*args)
+    elif backend == "tensorflow":
+        import tensorflow as tf
+
+        @tf.function
+        def step(*tensors):
+            with tf.GradientTape() as tape:
+                tape.watch(tensors)
+                value = fn(*tensors)
+            return value, tape.gradient(value, tensors)
+
+        value, grads = step(*[tf.constant(a) for a in args])
+    elif backend == "torch":
+        import torch
+
+        tensors = [torch.tensor(a, requires_grad=True) for a in args]
+        value = fn(*tensors)
+        value.backward()
+        grads = [t.grad for t in tensors]
+    else:
+        raise NotImplementedError(backend)
+    grads = [
+        np.zeros_like(a) if g is None else keras.ops.convert_to_numpy(g)
+        for a, g in zip(args, grads, strict=True)
+    ]
+    return float(keras.ops.convert_to_numpy(value)), grads
+
+
 def random_batch(model, batch_size=4, seed=0):
     """A preprocessed batch for `model`: distinct images and captions."""
     rng = np.random.default_rng(seed)

@@ -6,6 +6,7 @@ import pytest
 
 from keras_towers import objectives
 from keras_towers import objectives_proto as proto
+from tests.helpers import value_and_grads
 
 
 def _unit(rng, n, d):
@@ -47,39 +48,6 @@ def numpy_pbt(x, ids, k):
         if np.any(ids == j):
             out[j] = x[ids == j].astype("float64").mean(0)
     return out
-
-
-def _grads(fn, *args):
-    """Value and gradients of scalar `fn(*args)` w.r.t. every argument, with
-    the backend's own autodiff (compiled on jax and tensorflow, so the
-    functions are also checked to trace)."""
-    backend = keras.backend.backend()
-    args = [np.asarray(a, "float32") for a in args]
-    if backend == "jax":
-        import jax
-
-        value, grads = jax.jit(jax.value_and_grad(fn, argnums=range(len(args))))(*args)
-    elif backend == "tensorflow":
-        import tensorflow as tf
-
-        @tf.function
-        def step(*tensors):
-            with tf.GradientTape() as tape:
-                tape.watch(tensors)
-                value = fn(*tensors)
-            return value, tape.gradient(value, tensors)
-
-        value, grads = step(*[tf.constant(a) for a in args])
-    elif backend == "torch":
-        import torch
-
-        tensors = [torch.tensor(a, requires_grad=True) for a in args]
-        value = fn(*tensors)
-        value.backward()
-        grads = [t.grad for t in tensors]
-    else:
-        raise NotImplementedError(backend)
-    return float(_np(value)), [_np(g) for g in grads]
 
 
 @pytest.mark.parametrize(
@@ -208,12 +176,12 @@ def test_gradients_flow_to_features_and_logit_scale():
         return proto.external_prototype_loss(z, p, y, s)[0]
 
     for fn in (soft, hard):
-        value, (dz, ds) = _grads(fn, z, np.float32(5.0))
+        value, (dz, ds) = value_and_grads(fn, z, np.float32(5.0))
         assert np.isfinite(value)
         assert np.all(np.isfinite(dz)) and np.abs(dz).max() > 0
         assert np.isfinite(ds) and abs(float(ds)) > 0
     # Against central finite differences in float64 (the closed form).
-    _, (dz, ds) = _grads(soft, z, np.float32(5.0))
+    _, (dz, ds) = value_and_grads(soft, z, np.float32(5.0))
     eps = 1e-4
     num_ds = (
         numpy_proto_loss(z, p, q.astype("float64"), 5.0 + eps)[0]

@@ -8,6 +8,7 @@ import pytest
 from keras_towers import objectives
 from keras_towers import objectives_rocket as rocket
 from keras_towers import objectives_ssl as ssl
+from tests.helpers import value_and_grads
 
 
 def _unit(rng, *shape):
@@ -101,43 +102,6 @@ def numpy_swalip(hi, ht, sh, eps=0.05, iters=3, frozen=None):
     return loss, (qi, qt)
 
 
-def _grads(fn, *args):
-    """Value and gradients of scalar `fn(*args)` w.r.t. every argument, with
-    the backend's own autodiff (compiled on jax and tensorflow)."""
-    backend = keras.backend.backend()
-    args = [np.asarray(a, "float32") for a in args]
-    if backend == "jax":
-        import jax
-
-        value, grads = jax.jit(jax.value_and_grad(fn, argnums=range(len(args))))(*args)
-    elif backend == "tensorflow":
-        import tensorflow as tf
-
-        @tf.function
-        def step(*tensors):
-            with tf.GradientTape() as tape:
-                tape.watch(tensors)
-                value = fn(*tensors)
-            return value, tape.gradient(value, tensors)
-
-        value, grads = step(*[tf.constant(a) for a in args])
-    elif backend == "torch":
-        import torch
-
-        tensors = [torch.tensor(a, requires_grad=True) for a in args]
-        value = fn(*tensors)
-        value.backward()
-        grads = [t.grad for t in tensors]
-    else:
-        raise NotImplementedError(backend)
-    # A disconnected input gets None (tensorflow, torch): report zeros.
-    grads = [
-        np.zeros_like(a) if g is None else _np(g)
-        for a, g in zip(args, grads, strict=True)
-    ]
-    return float(_np(value)), grads
-
-
 # --- CL2L ----------------------------------------------------------------------
 
 
@@ -226,7 +190,9 @@ def test_cl2l_gradients_reach_every_input():
     def fn(zi, zt, hi, ht, s, sh):
         return rocket.cl2l_loss(zi, zt, s, hi, ht, sh)[0]
 
-    value, grads = _grads(fn, zi, zt, hi, ht, np.float32(10.0), np.float32(5.0))
+    value, grads = value_and_grads(
+        fn, zi, zt, hi, ht, np.float32(10.0), np.float32(5.0)
+    )
     np.testing.assert_allclose(
         value, numpy_cl2l(zi, zt, 10.0, hi, ht, 5.0, 0.1)[0], rtol=1e-5
     )
@@ -269,7 +235,7 @@ def test_siamlip_targets_get_no_gradient():
     def fn(*tensors):
         return ssl.siamlip_loss(*tensors)[0]
 
-    value, grads = _grads(fn, *args)
+    value, grads = value_and_grads(fn, *args)
     assert np.isfinite(value)
     p_grads = grads[0], grads[1], grads[4], grads[5]
     v_grads = grads[2], grads[3], grads[6], grads[7]
@@ -350,7 +316,7 @@ def test_barlip_gradients_reach_both_sides():
     def fn(vi, vt):
         return ssl.barlip_loss(vi, vt)[0]
 
-    _, (gi, gt) = _grads(fn, vi, vt)
+    _, (gi, gt) = value_and_grads(fn, vi, vt)
     assert np.abs(gi).max() > 1e-5 and np.abs(gt).max() > 1e-5
 
 
@@ -393,7 +359,7 @@ def test_sinkhorn_carries_no_gradient():
     def fn(x):
         return keras.ops.sum(ssl.sinkhorn_knopp(x) * weights) + 0.0 * keras.ops.sum(x)
 
-    _, (g,) = _grads(fn, scores)
+    _, (g,) = value_and_grads(fn, scores)
     np.testing.assert_array_equal(g, 0.0)
 
 
@@ -421,7 +387,7 @@ def test_swalip_targets_get_no_gradient():
     def fn(hi, ht):
         return ssl.swalip_loss(hi, ht, sh)[0]
 
-    value, (gi, gt) = _grads(fn, hi, ht)
+    value, (gi, gt) = value_and_grads(fn, hi, ht)
     base, frozen = numpy_swalip(hi, ht, sh)
     np.testing.assert_allclose(value, base, rtol=1e-5)
     x0 = [hi.astype("float64"), ht.astype("float64")]

@@ -385,6 +385,32 @@ class LiT(CLIP):
         return cls(image_tower, text_tower, preprocessor, **kwargs)
 
 
+def trainable_towers(
+    method: str, image_tower, lock_image, lock_text, kwargs: dict
+) -> tuple:
+    """Defaults of methods built on LiT's tower machinery whose towers train
+    (ProtoCLIP, CLIPRocket): a tower not named by a source trains unless a
+    lock is given; without an image tower or source, a small from-scratch
+    ViT; the contrastive term is InfoNCE (`kwargs["loss"]`, popped).
+
+    Returns:
+        `(image_tower, lock_image, lock_text)`.
+    """
+    if kwargs.get("variant") is None:
+        if lock_image is None and kwargs.get("image_tower_source") is None:
+            lock_image = False
+        if lock_text is None and kwargs.get("text_tower_source") is None:
+            lock_text = False
+    if image_tower is None and kwargs.get("image_tower_source") is None:
+        image_tower = ImageTower.vit(projection_dim=kwargs.get("embedding_dim", 128))
+    loss = kwargs.pop("loss", "infonce")
+    if loss != "infonce":
+        raise ValueError(
+            f"{method}'s contrastive term is InfoNCE. Received: loss={loss!r}"
+        )
+    return image_tower, lock_image, lock_text
+
+
 def _default_preprocessor(image_tower, image_source, text_source):
     """What the towers' weights expect: a registered encoder's image
     converter and tokenizer; otherwise CLIP normalisation and bytes."""

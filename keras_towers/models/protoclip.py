@@ -14,6 +14,7 @@ from keras_towers.constraints import ClampConstraint
 from keras_towers.models.clip import TOKEN_KEYS
 from keras_towers.models.clip import _tower_output
 from keras_towers.models.lit import LiT
+from keras_towers.models.lit import trainable_towers
 from keras_towers.ops import at_least_float32
 from keras_towers.ops import l2_normalize
 from keras_towers.preprocessing import IMAGE_KEY
@@ -242,22 +243,9 @@ class ProtoCLIP(LiT):
         **kwargs,
     ):
         kwargs.setdefault("name", "protoclip")
-        image_source = kwargs.get("image_tower_source")
-        text_source = kwargs.get("text_tower_source")
-        if kwargs.get("variant") is None:
-            if lock_image is None and image_source is None:
-                lock_image = False
-            if lock_text is None and text_source is None:
-                lock_text = False
-        if image_tower is None and image_source is None:
-            image_tower = ImageTower.vit(
-                projection_dim=kwargs.get("embedding_dim", 128)
-            )
-        loss = kwargs.pop("loss", "infonce")
-        if loss != "infonce":
-            raise ValueError(
-                f"ProtoCLIP's CLIP term is InfoNCE. Received: loss={loss!r}"
-            )
+        image_tower, lock_image, lock_text = trainable_towers(
+            "ProtoCLIP", image_tower, lock_image, lock_text, kwargs
+        )
         for arg, value in (
             ("num_clusters", num_clusters),
             ("episode_size", episode_size),

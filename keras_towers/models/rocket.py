@@ -16,6 +16,7 @@ from keras_towers.augment.views import TEXTS_AUG_KEY
 from keras_towers.constraints import ClampConstraint
 from keras_towers.models.clip import TOKEN_KEYS
 from keras_towers.models.lit import LiT
+from keras_towers.models.lit import trainable_towers
 from keras_towers.models.rocket_heads import ADDON_PROJECTORS
 from keras_towers.models.rocket_heads import PADDING_MASK_AUG_KEY
 from keras_towers.models.rocket_heads import TOKEN_IDS_AUG_KEY
@@ -195,22 +196,9 @@ class CLIPRocket(LiT):
         **kwargs,
     ):
         kwargs.setdefault("name", "clip_rocket")
-        image_source = kwargs.get("image_tower_source")
-        text_source = kwargs.get("text_tower_source")
-        if kwargs.get("variant") is None:
-            if lock_image is None and image_source is None:
-                lock_image = False
-            if lock_text is None and text_source is None:
-                lock_text = False
-        if image_tower is None and image_source is None:
-            image_tower = ImageTower.vit(
-                projection_dim=kwargs.get("embedding_dim", 128)
-            )
-        loss = kwargs.pop("loss", "infonce")
-        if loss != "infonce":
-            raise ValueError(
-                f"CLIPRocket's global term is InfoNCE. Received: loss={loss!r}"
-            )
+        image_tower, lock_image, lock_text = trainable_towers(
+            "CLIPRocket", image_tower, lock_image, lock_text, kwargs
+        )
         head_hidden_dim = _check_int("head_hidden_dim", head_hidden_dim)
         head_layers = _check_int("head_layers", head_layers)
         if head_dim is not None:
