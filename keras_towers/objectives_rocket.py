@@ -33,6 +33,7 @@ from __future__ import annotations
 from keras import ops
 
 from keras_towers.objectives import PAIR_DIAGNOSTICS
+from keras_towers.objectives_proto import _check_same
 from keras_towers.ops import at_least_float32
 
 #: Diagnostics returned by `cl2l_loss` (the global-pair ones come first and
@@ -82,12 +83,6 @@ def _views(x, name: str, dtype=None):
             f"rank-2 arrays. Received: {name}.shape={tuple(x.shape)}"
         )
     return x
-
-
-def _check_same(a, b, what: str) -> None:
-    # Static dims may be None (symbolic batch): only known ones are compared.
-    if a is not None and b is not None and a != b:
-        raise ValueError(f"{what} differ: {a} != {b}")
 
 
 def _check_pair(x, y, x_name: str, y_name: str) -> None:

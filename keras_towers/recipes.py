@@ -330,16 +330,6 @@ def _frozen_size_pairs(data: str, pairs: PairArrays | None, split: int, size):
     return load_training_data(data, size, pairs.framing or DEFAULT_FRAMING)[split]
 
 
-def _check_framing(model, train_pairs, validation_pairs=None) -> None:
-    """Refuse pairs framed otherwise than `model` frames images."""
-    for pairs, what in (
-        (train_pairs, "training pairs"),
-        (validation_pairs, "validation pairs"),
-    ):
-        if isinstance(pairs, PairArrays):
-            pairs.check_model_framing(model, what)
-
-
 def _cached_feature_trainer(data: str) -> Callable:
     """`training.train` on the locked towers' features, computed once."""
 
@@ -353,7 +343,7 @@ def _cached_feature_trainer(data: str) -> Callable:
     ) -> dict:
         if epochs < 1:
             raise ValueError(f"`epochs` must be >= 1. Received: {epochs}")
-        _check_framing(model, train_pairs, validation_pairs)
+        training.check_pairs_framing(model, train_pairs, validation_pairs)
         start = time.perf_counter()
         size = _frozen_image_size(model)
         train_arrays = locked_feature_arrays(
@@ -542,7 +532,7 @@ def _protoclip_trainer(data: str) -> Callable:
     ) -> dict:
         if epochs < 1:
             raise ValueError(f"`epochs` must be >= 1. Received: {epochs}")
-        _check_framing(model, train_pairs, validation_pairs)
+        training.check_pairs_framing(model, train_pairs, validation_pairs)
         start = time.perf_counter()
         arrays = {IMAGE_KEY: train_pairs.images, TEXT_KEY: train_pairs.texts}
         size = _frozen_image_size(model)

@@ -374,6 +374,12 @@ class TextTower(_Tower):
         x = _backbone_output(self.backbone, outputs, self.pooling)
         if self.pooling == "none":
             return x
+        return self.pool_sequence(x, token_ids, padding_mask)
+
+    def pool_sequence(self, x, token_ids, padding_mask):
+        """The pooler alone: a `(B, L, D)` sequence output to `(B, D)`
+        features by `pooling` (not `"none"`), for models that run the
+        backbone's blocks themselves (e.g. with text dropout)."""
         if self.pooling == "first":
             return x[:, 0, :]
         mask = ops.cast(padding_mask, x.dtype)

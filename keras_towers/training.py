@@ -33,6 +33,7 @@ __all__ = [
     "DamagedBackupError",
     "PairArrays",
     "SafeBackupAndRestore",
+    "check_pairs_framing",
     "epoch_shuffled_dataset",
     "epoch_shuffled_view_dataset",
     "ordered_dataset",
@@ -286,11 +287,20 @@ def ordered_dataset(pairs: PairArrays | dict, batch_size: int) -> tf.data.Datase
     return tf.data.Dataset.from_tensor_slices(_as_arrays(pairs)).batch(batch_size)
 
 
-def _check_pairs(model, pairs, what: str) -> None:
-    """Refuse pairs framed by another rule than the model's, and warn once
-    (`TruncationWarning`) when captions are longer than its text context."""
-    if isinstance(pairs, PairArrays):
-        pairs.check_model_framing(model, what)
+def check_pairs_framing(model, train_pairs, validation_pairs=None) -> None:
+    """Refuse training or validation pairs framed by another rule than
+    `model` frames images (`PairArrays.check_model_framing`)."""
+    for pairs, what in (
+        (train_pairs, "training pairs"),
+        (validation_pairs, "validation pairs"),
+    ):
+        if isinstance(pairs, PairArrays):
+            pairs.check_model_framing(model, what)
+
+
+def _warn_if_truncated(model, pairs, what: str) -> None:
+    """Warn once (`TruncationWarning`) when captions are longer than the
+    model's text context."""
     texts = pairs.texts if isinstance(pairs, PairArrays) else pairs.get("texts")
     preprocessor = getattr(model, "preprocessor", None)
     if texts is not None and hasattr(preprocessor, "warn_if_truncated"):
@@ -333,9 +343,10 @@ def train(
     """
     if epochs < 1:
         raise ValueError(f"`epochs` must be >= 1. Received: {epochs}")
-    _check_pairs(model, train_pairs, "training pairs")
+    check_pairs_framing(model, train_pairs, validation_pairs)
+    _warn_if_truncated(model, train_pairs, "training pairs")
     if validation_pairs is not None:
-        _check_pairs(model, validation_pairs, "validation pairs")
+        _warn_if_truncated(model, validation_pairs, "validation pairs")
     if (image_views is None) != (text_views is None):
         raise ValueError(
             "Pass both `image_views` and `text_views`, or neither. Received "

@@ -3,6 +3,7 @@ and the config / `.keras` / preset round trip every method is tested with."""
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
 import re
@@ -11,6 +12,9 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
+from PIL import Image
+
+from keras_towers.datasets import make_shapes
 
 
 def loss_and_grads(model, batch):
@@ -243,3 +247,16 @@ def run_roundtrip(
         if raw is not None:
             _assert_same_preprocessing(model, reloaded, raw, f"{route}: ")
     return restored
+
+
+def write_shapes_csv(folder: Path, n: int, seed: int) -> Path:
+    """`n` drawn shapes as PNGs in `folder` plus `pairs.csv` (image, caption),
+    the pairs format `keras-towers train --data` reads."""
+    images, captions, _ = make_shapes(n, seed=seed)
+    with open(folder / "pairs.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["image", "caption"])
+        for i, (image, caption) in enumerate(zip(images, captions, strict=True)):
+            Image.fromarray(image).save(folder / f"{i}.png")
+            writer.writerow([f"{i}.png", caption])
+    return folder / "pairs.csv"

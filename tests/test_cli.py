@@ -11,6 +11,7 @@ from PIL import Image
 
 from keras_towers import cli
 from keras_towers.datasets import make_shapes
+from tests.helpers import write_shapes_csv
 
 
 def _run(capsys, *argv):
@@ -21,15 +22,7 @@ def _run(capsys, *argv):
 
 @pytest.fixture(scope="module")
 def pairs_csv(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("pairs")
-    images, captions, _ = make_shapes(48, seed=5)
-    with open(folder / "pairs.csv", "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["image", "caption"])
-        for i, (image, caption) in enumerate(zip(images, captions, strict=True)):
-            Image.fromarray(image).save(folder / f"{i}.png")
-            writer.writerow([f"{i}.png", caption])
-    return folder / "pairs.csv"
+    return write_shapes_csv(tmp_path_factory.mktemp("pairs"), 48, seed=5)
 
 
 @pytest.mark.parametrize(

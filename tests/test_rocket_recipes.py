@@ -7,7 +7,6 @@ import gc
 import keras
 import numpy as np
 import pytest
-from PIL import Image
 
 import keras_towers
 from keras_towers import cli
@@ -16,6 +15,7 @@ from keras_towers import recipes_rocket
 from keras_towers import training
 from keras_towers.cli import train as cli_train
 from keras_towers.datasets import make_shapes
+from tests.helpers import write_shapes_csv
 
 
 @pytest.fixture(scope="module")
@@ -73,15 +73,7 @@ def test_rocket_recipes_are_registered_with_their_addons():
 
 @pytest.fixture(scope="module")
 def small_csv(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("rocket_pairs")
-    images, captions, _ = make_shapes(16, seed=5)
-    with open(folder / "pairs.csv", "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["image", "caption"])
-        for i, (image, caption) in enumerate(zip(images, captions, strict=True)):
-            Image.fromarray(image).save(folder / f"{i}.png")
-            writer.writerow([f"{i}.png", caption])
-    return folder / "pairs.csv"
+    return write_shapes_csv(tmp_path_factory.mktemp("rocket_pairs"), 16, seed=5)
 
 
 def _argv(csv_path, output, *extra):

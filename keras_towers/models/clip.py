@@ -137,16 +137,9 @@ class CLIP(ContrastiveModel):
         self.text_tower = text_tower
         self.preprocessor = preprocessor
         self.objective = objective
-        constraint = ClampConstraint(
-            0.0, None if max_logit_scale is None else math.log(max_logit_scale)
-        )
-        self.logit_scale = self.add_weight(
-            shape=(),
-            initializer=keras.initializers.Constant(math.log(logit_scale_init)),
-            constraint=constraint,
-            trainable=learn_logit_scale,
-            name="logit_scale",
-        )
+        self.max_logit_scale = max_logit_scale
+        self.learn_logit_scale = learn_logit_scale
+        self.logit_scale = self.add_logit_scale("logit_scale", logit_scale_init)
         self.logit_bias = None
         if logit_bias_init is not None and "logit_bias" in _arguments(objective):
             self.logit_bias = self.add_weight(
@@ -163,10 +156,24 @@ class CLIP(ContrastiveModel):
         self.loss_name = objective.objective_name
         self.logit_scale_init = float(logit_scale_init)
         self.logit_bias_init = logit_bias_init
-        self.max_logit_scale = max_logit_scale
-        self.learn_logit_scale = learn_logit_scale
         self.label_smoothing = float(label_smoothing)
         self.embedding_dim = image_tower.output_dim
+
+    def add_logit_scale(self, name: str, init: float):
+        """A temperature weight stored as log(scale), starting at `init`,
+        clamped to [0, log(max_logit_scale)] after every step and learned
+        when `learn_logit_scale` (CLIP's rule; methods with several scales
+        make each one this way)."""
+        max_scale = self.max_logit_scale
+        return self.add_weight(
+            shape=(),
+            initializer=keras.initializers.Constant(math.log(init)),
+            constraint=ClampConstraint(
+                0.0, None if max_scale is None else math.log(max_scale)
+            ),
+            trainable=self.learn_logit_scale,
+            name=name,
+        )
 
     def _diagnostic_names(self, objective) -> tuple:
         """Metric names logged by `compute_loss` (subclasses extend)."""

@@ -10,7 +10,6 @@ from keras import ops
 
 from keras_towers import from_scratch
 from keras_towers import objectives_proto
-from keras_towers.constraints import ClampConstraint
 from keras_towers.models.clip import TOKEN_KEYS
 from keras_towers.models.clip import _tower_output
 from keras_towers.models.lit import LiT
@@ -321,15 +320,8 @@ class ProtoCLIP(LiT):
         self.text_proto_head = _proto_head(
             proto_hidden_dim, proto_dim, width, "text_proto_head", self.dtype_policy
         )
-        max_scale = self.max_logit_scale
-        self.logit_scale_proto = self.add_weight(
-            shape=(),
-            initializer=keras.initializers.Constant(math.log(proto_logit_scale_init)),
-            constraint=ClampConstraint(
-                0.0, None if max_scale is None else math.log(max_scale)
-            ),
-            trainable=self.learn_logit_scale,
-            name="logit_scale_proto",
+        self.logit_scale_proto = self.add_logit_scale(
+            "logit_scale_proto", proto_logit_scale_init
         )
         self.active_clusters = min(int(num_clusters), int(episode_size))
         self.episode_state = EpisodeState(

@@ -13,7 +13,6 @@ from keras_towers import objectives_rocket
 from keras_towers import objectives_ssl
 from keras_towers.augment.views import IMAGES_AUG_KEY
 from keras_towers.augment.views import TEXTS_AUG_KEY
-from keras_towers.constraints import ClampConstraint
 from keras_towers.models.clip import TOKEN_KEYS
 from keras_towers.models.lit import LiT
 from keras_towers.models.lit import trainable_towers
@@ -284,16 +283,7 @@ class CLIPRocket(LiT):
                     width, head_hidden_dim, h_dim, head_layers, name=f"{kind}_h_head"
                 ),
             )
-        max_scale = self.max_logit_scale
-        self.h_logit_scale = self.add_weight(
-            shape=(),
-            initializer=keras.initializers.Constant(math.log(h_logit_scale_init)),
-            constraint=ClampConstraint(
-                0.0, None if max_scale is None else math.log(max_scale)
-            ),
-            trainable=self.learn_logit_scale,
-            name="h_logit_scale",
-        )
+        self.h_logit_scale = self.add_logit_scale("h_logit_scale", h_logit_scale_init)
         self.image_projector = self.text_projector = None
         self.image_predictor = self.text_predictor = None
         self.target_image_tower = self.target_text_tower = None

@@ -306,22 +306,7 @@ def pool_text_with_dropout(tower, inputs, dropout, training=None):
         x = dropout(x, training=training)
         x = block(x, training=training)
     x = backbone.layer_norm(x)
-    # The pooling of `TextTower.pool`, on this sequence output.
-    if tower.pooling == "first":
-        return x[:, 0, :]
-    mask = ops.cast(padding_mask, x.dtype)
-    if tower.pooling == "mean":
-        summed = ops.sum(x * mask[:, :, None], axis=1)
-        return summed / ops.maximum(ops.sum(mask, axis=1, keepdims=True), 1.0)
-    if tower.pooling == "argmax":
-        index = ops.argmax(token_ids, axis=-1)
-    elif tower.pooling == "eos":
-        is_eos = ops.cast(ops.equal(token_ids, tower.eos_token_id), "int32")
-        index = ops.argmax(is_eos, axis=-1)
-    else:  # "last"
-        index = ops.maximum(ops.sum(ops.cast(padding_mask, "int32"), axis=-1) - 1, 0)
-    index = ops.cast(index, "int32")[:, None, None]
-    return ops.take_along_axis(x, index, axis=1)[:, 0, :]
+    return tower.pool_sequence(x, token_ids, padding_mask)
 
 
 # === Preprocessing of augmented views ===

@@ -10,7 +10,6 @@ import keras_hub
 
 from keras_towers import from_scratch
 from keras_towers import pretrained
-from keras_towers.constraints import ClampConstraint
 from keras_towers.feature_cache import FeatureSource
 from keras_towers.models.base import take_legacy_keys
 from keras_towers.models.clip import CLIP
@@ -272,11 +271,11 @@ class ThreeTowers(CLIP):
         self.image_third_logit_scale = None
         self.text_third_logit_scale = None
         if separate_logit_scales:
-            self.image_third_logit_scale = self._scale_like_main(
-                "image_third_logit_scale"
+            self.image_third_logit_scale = self.add_logit_scale(
+                "image_third_logit_scale", self.logit_scale_init
             )
-            self.text_third_logit_scale = self._scale_like_main(
-                "text_third_logit_scale"
+            self.text_third_logit_scale = self.add_logit_scale(
+                "text_third_logit_scale", self.logit_scale_init
             )
         # h is deliberately untracked (and reached through a method, not an
         # attribute, which Keras' saving would walk): its frozen weights
@@ -294,18 +293,6 @@ class ThreeTowers(CLIP):
         self.third_head_type = third_head
         self.alignment_dim = int(alignment_dim)
         self.separate_logit_scales = separate_logit_scales
-
-    def _scale_like_main(self, name):
-        max_scale = self.max_logit_scale
-        return self.add_weight(
-            shape=(),
-            initializer=keras.initializers.Constant(math.log(self.logit_scale_init)),
-            constraint=ClampConstraint(
-                0.0, None if max_scale is None else math.log(max_scale)
-            ),
-            trainable=self.learn_logit_scale,
-            name=name,
-        )
 
     def get_third_tower(self) -> ImageTower | None:
         """The frozen tower `h`, or `None` when loaded without it."""
