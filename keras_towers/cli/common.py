@@ -23,6 +23,24 @@ def _positive_int(value: str) -> int:
     return number
 
 
+def add_load_options(parser) -> None:
+    """The options of every command that loads presets: the checks
+    (`--no-verify-*`) and the zero-shot head of CLIPRocket presets."""
+    add_verify_options(parser)
+    parser.add_argument(
+        "--zero-shot-head",
+        choices=("global", "augmented", "ensemble"),
+        help="embeddings of a CLIPRocket preset (clip-improved, siamlip, ...): "
+        "the global linear head z, the augmented-view MLP head h, or their "
+        "ensemble w*cos_z + (1-w)*cos_h (default: the one the preset stores)",
+    )
+    parser.add_argument(
+        "--ensemble-weight",
+        type=float,
+        help="w of --zero-shot-head ensemble, in [0, 1] (default: the stored one)",
+    )
+
+
 def add_verify_options(parser) -> None:
     """`--no-verify-checksums` / `--no-verify-encoders` for commands that
     load presets."""
@@ -49,7 +67,26 @@ def load_model(preset: str, args=None):
     for name in ("verify_checksums", "verify_encoders"):
         if args is not None and getattr(args, name, True) is False:
             options[name] = False
-    return ContrastiveModel.from_preset(preset, **options)
+    model = ContrastiveModel.from_preset(preset, **options)
+    head = getattr(args, "zero_shot_head", None)
+    weight = getattr(args, "ensemble_weight", None)
+    if head is None and weight is None:
+        return model
+    if not hasattr(model, "set_zero_shot_head"):
+        raise ValueError(
+            f"--zero-shot-head / --ensemble-weight choose a head of a CLIPRocket "
+            f"preset; {preset} holds a {type(model).__name__}, which has one "
+            "embedding head."
+        )
+    if head is None:
+        head = model.zero_shot_head
+    if weight is not None and head != "ensemble":
+        raise ValueError(
+            f"--ensemble-weight {weight} needs --zero-shot-head ensemble "
+            f"(the head is {head!r})."
+        )
+    model.set_zero_shot_head(head, ensemble_weight=weight)
+    return model
 
 
 def check_output_paths(report: str | None = None, json_file: str | None = None):

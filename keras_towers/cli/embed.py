@@ -13,7 +13,7 @@ import numpy as np
 
 from keras_towers.cli.common import _image_paths
 from keras_towers.cli.common import _positive_int
-from keras_towers.cli.common import add_verify_options
+from keras_towers.cli.common import add_load_options
 from keras_towers.cli.common import load_model
 from keras_towers.datasets import read_image
 from keras_towers.utils.io import atomic_write
@@ -66,7 +66,7 @@ def add_parser(commands) -> None:
         "--overwrite", action="store_true", help="replace an existing OUTPUT"
     )
     embed.add_argument("--batch-size", type=_positive_int, default=64)
-    add_verify_options(embed)
+    add_load_options(embed)
     embed.set_defaults(func=cmd_embed)
 
 

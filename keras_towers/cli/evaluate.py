@@ -15,7 +15,7 @@ from keras_towers.cli.common import _positive_int
 from keras_towers.cli.common import _print_table
 from keras_towers.cli.common import _report_task
 from keras_towers.cli.common import _templates_arg
-from keras_towers.cli.common import add_verify_options
+from keras_towers.cli.common import add_load_options
 from keras_towers.cli.common import check_output_paths
 from keras_towers.cli.common import load_model
 from keras_towers.datasets import read_image
@@ -98,7 +98,7 @@ def add_parsers(commands) -> None:
     evaluate.add_argument("--json", help="write the metrics to this JSON file")
     evaluate.add_argument("--report", help="directory for metrics JSON and plots")
     evaluate.add_argument("--verbose", type=int, default=1, choices=(0, 1))
-    add_verify_options(evaluate)
+    add_load_options(evaluate)
     evaluate.set_defaults(func=cmd_eval)
 
     # --- zero-shot ---
@@ -120,7 +120,7 @@ def add_parsers(commands) -> None:
     )
     zero_shot.add_argument("--templates", default="openai")
     zero_shot.add_argument("--top-k", type=_positive_int, default=5)
-    add_verify_options(zero_shot)
+    add_load_options(zero_shot)
     zero_shot.set_defaults(func=cmd_zero_shot)
 
 
