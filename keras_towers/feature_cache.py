@@ -34,6 +34,7 @@ import collections
 import hashlib
 import json
 import os
+import re
 import warnings
 from typing import NamedTuple
 
@@ -44,7 +45,8 @@ import tensorflow as tf
 from keras_towers.utils.io import atomic_write
 
 #: Bump when the stored layout or the key's contents change.
-CACHE_FORMAT_VERSION = 1
+#: 2: layer names' automatic `_<n>` suffixes are not part of the key.
+CACHE_FORMAT_VERSION = 2
 #: How many feature arrays the in-memory cache keeps (least recently used out).
 MEMORY_CACHE_ENTRIES = 8
 
@@ -330,6 +332,28 @@ def _json(value) -> str:
     return json.dumps(value, sort_keys=True, default=repr)
 
 
+_NUMBERED = re.compile(r"^(.+?)_\d+$")
+
+
+def _unnumbered(config):
+    """`config` with the automatic `_<n>` suffixes of layer names removed:
+    Keras numbers a second `ImageConverter` built in the same process
+    `image_converter_1`, which changes nothing it computes, and must not
+    make an identical tower miss the cache."""
+    if isinstance(config, dict):
+        return {
+            k: (
+                _NUMBERED.sub(r"\1", v)
+                if k == "name" and isinstance(v, str)
+                else _unnumbered(v)
+            )
+            for k, v in config.items()
+        }
+    if isinstance(config, (list, tuple)):
+        return [_unnumbered(v) for v in config]
+    return config
+
+
 def _locked_variables(tower):
     # `.weights`, not `.variables`: the latter also holds random-seed state
     # (dropout's SeedGenerator), which differs between two builds of the same
@@ -370,9 +394,9 @@ def _cache_key(model, source, fingerprint: str, count: int):
         "feature_key": source.feature_key,
         "locked_part": tower.locked_part,
         "tower_class": type(tower).__name__,
-        "tower_config": _json(tower.get_config()),
+        "tower_config": _json(_unnumbered(tower.get_config())),
         "weights_sha256": weights_digest(_locked_variables(tower)),
-        "preprocessor_config": _json(preprocessor.get_config()),
+        "preprocessor_config": _json(_unnumbered(preprocessor.get_config())),
         "data_sha256": fingerprint,
         "count": count,
     }
@@ -382,6 +406,13 @@ def _cache_key(model, source, fingerprint: str, count: int):
         )
     key = hashlib.sha256(_json(description).encode()).hexdigest()
     return key, description
+
+
+#: For caches keyed like this one (`keras_towers.recipes_rocket`'s view
+#: features): the locked sources of `model`, and the key of a source's
+#: features for data identified by `fingerprint`.
+select_sources = _select_sources
+cache_key = _cache_key
 
 
 # === Memory and disk ===

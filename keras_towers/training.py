@@ -270,6 +270,67 @@ def epoch_shuffled_view_dataset(
     return ds.prefetch(tf.data.AUTOTUNE), callback
 
 
+class EpochArrays:
+    """Training arrays that differ from epoch to epoch: each value has a
+    leading epoch axis `(E, N, ...)` and epoch `e` trains on `value[e]`.
+
+    For features precomputed per epoch, e.g. a locked backbone's features of
+    each epoch's augmented views (`keras_towers.recipes_rocket`): with
+    `training.train` the batches come in `epoch_shuffled_dataset`'s order
+    (a function of `(seed, epoch)`), so a resume is exact. Training past
+    epoch `E - 1` is an error.
+
+    Example:
+
+    ```python
+    arrays = keras_towers.training.EpochArrays(
+        {"image_features": features})   # (epochs, N, F)
+    keras_towers.training.train(model, arrays, epochs=features.shape[0])
+    ```
+    """
+
+    def __init__(self, arrays: dict):
+        if not arrays:
+            raise ValueError("`EpochArrays` needs at least one array.")
+        shapes = {k: np.shape(v)[:2] for k, v in arrays.items()}
+        if (
+            any(len(shape) < 2 for shape in shapes.values())
+            or len(set(shapes.values())) != 1
+        ):
+            raise ValueError(
+                "Every `EpochArrays` array must have the same leading (epochs, "
+                f"examples) axes. Received shapes {shapes}."
+            )
+        self.arrays = dict(arrays)
+        self.epochs, self.num_examples = next(iter(shapes.values()))
+
+    def __len__(self) -> int:
+        return self.num_examples
+
+
+def epoch_arrays_dataset(arrays: EpochArrays, batch_size: int, seed: int = 0):
+    """`epoch_shuffled_dataset`'s batches of `arrays` (an `EpochArrays`),
+    epoch `e` reading `arrays.arrays[key][e]`. Returns `(dataset, callback)`."""
+    order, callback = epoch_shuffled_dataset(
+        {INDEX_KEY: np.arange(len(arrays), dtype="int64")}, batch_size, seed=seed
+    )
+    constants = {k: tf.constant(v) for k, v in arrays.arrays.items()}
+    epoch = callback.variable
+    message = (
+        f"The EpochArrays hold {arrays.epochs} epochs of training data; "
+        "training went past them."
+    )
+
+    def gather(batch):
+        limit = tf.constant(arrays.epochs, epoch.dtype)
+        checks = [tf.debugging.assert_less(epoch, limit, message=message)]
+        with tf.control_dependencies(checks):
+            e = tf.identity(epoch)
+        return {k: tf.gather(c[e], batch[INDEX_KEY]) for k, c in constants.items()}
+
+    return order.map(gather).prefetch(tf.data.AUTOTUNE), callback
+
+
 def _as_arrays(pairs: PairArrays | dict) -> dict:
     if isinstance(pairs, PairArrays):
         return {IMAGE_KEY: pairs.images, TEXT_KEY: pairs.texts.astype(str)}
@@ -277,7 +338,7 @@ def _as_arrays(pairs: PairArrays | dict) -> dict:
 
 
 def _num_examples(pairs: PairArrays | dict) -> int:
-    if isinstance(pairs, PairArrays):
+    if isinstance(pairs, (PairArrays, EpochArrays)):
         return len(pairs)
     return len(next(iter(pairs.values()))) if pairs else 0
 
@@ -301,7 +362,10 @@ def check_pairs_framing(model, train_pairs, validation_pairs=None) -> None:
 def _warn_if_truncated(model, pairs, what: str) -> None:
     """Warn once (`TruncationWarning`) when captions are longer than the
     model's text context."""
-    texts = pairs.texts if isinstance(pairs, PairArrays) else pairs.get("texts")
+    if isinstance(pairs, PairArrays):
+        texts = pairs.texts
+    else:
+        texts = pairs.get("texts") if isinstance(pairs, dict) else None
     preprocessor = getattr(model, "preprocessor", None)
     if texts is not None and hasattr(preprocessor, "warn_if_truncated"):
         preprocessor.warn_if_truncated(
@@ -311,7 +375,7 @@ def _warn_if_truncated(model, pairs, what: str) -> None:
 
 def train(
     model,
-    train_pairs: PairArrays | dict,
+    train_pairs: PairArrays | EpochArrays | dict,
     epochs: int,
     batch_size: int = 128,
     validation_pairs: PairArrays | dict | None = None,
@@ -336,6 +400,8 @@ def train(
     first of each the global one) the training batches are
     `epoch_shuffled_view_dataset`'s, augmented per `(seed, epoch, index)`,
     so a resume is still exact; validation stays on the plain pairs.
+    `train_pairs` may also be `EpochArrays` (data precomputed per epoch, e.g.
+    locked-backbone features of each epoch's augmented views).
 
     Returns:
         The history dict (`History.history`) of the epochs run now, plus
@@ -352,7 +418,19 @@ def train(
             "Pass both `image_views` and `text_views`, or neither. Received "
             f"image_views={image_views!r}, text_views={text_views!r}."
         )
-    if image_views is None:
+    if isinstance(train_pairs, EpochArrays):
+        if image_views is not None:
+            raise ValueError(
+                "`EpochArrays` are precomputed per epoch: pass no `image_views` "
+                "/ `text_views` with them."
+            )
+        if epochs > train_pairs.epochs:
+            raise ValueError(
+                f"`epochs={epochs}` but the EpochArrays hold "
+                f"{train_pairs.epochs} epochs of training data."
+            )
+        ds, epoch_callback = epoch_arrays_dataset(train_pairs, batch_size, seed=seed)
+    elif image_views is None:
         ds, epoch_callback = epoch_shuffled_dataset(train_pairs, batch_size, seed=seed)
     else:
         ds, epoch_callback = epoch_shuffled_view_dataset(

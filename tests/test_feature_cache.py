@@ -209,6 +209,27 @@ def test_cache_key_ignores_random_seed_state():
     )
 
 
+def test_cache_key_ignores_automatic_layer_numbers():
+    # A second identical model built in the same process gets
+    # `image_converter_1`-style names: it must hit the first one's cache.
+    first, second = resnet_lit(), resnet_lit()
+    second.set_weights(first.get_weights())
+    names = [m.preprocessor.image_converter.name for m in (first, second)]
+    assert names[0] != names[1]
+    (a,) = feature_cache.select_sources(first, "image")
+    (b,) = feature_cache.select_sources(second, "image")
+    assert (
+        feature_cache.cache_key(first, a, "data", 3)[0]
+        == feature_cache.cache_key(second, b, "data", 3)[0]
+    )
+    assert feature_cache._unnumbered(
+        {"name": "dense_12", "dtype": "mixed_float16"}
+    ) == {
+        "name": "dense",
+        "dtype": "mixed_float16",
+    }
+
+
 def test_locked_backbone_caches_pooled_features():
     images, texts = raw_pairs(6)
     model = resnet_lit(head="linear", lock_image="backbone")

@@ -67,7 +67,23 @@ def test_rocket_recipes_are_registered_with_their_addons():
         assert recipes_rocket.AUGMENTATIONS  # every choice builds its views
     model = recipes_rocket.build("siamlip", 32, zero_shot_head="ensemble")
     assert model.addon == "siamlip" and model.zero_shot_head == "ensemble"
-    for option in ("augment", "zero_shot_head", "ensemble_weight"):
+    assert model.label_smoothing == 0.1 and model.head_layers == 3
+    # The ablation's switches: linear h heads, no label smoothing, image-only
+    # augmentation.
+    model = recipes_rocket.build("clip-improved", 32, label_smoothing=0, head_layers=1)
+    assert model.label_smoothing == 0.0 and model.head_layers == 1
+    image_views, text_views = recipes_rocket.views("image", 32)
+    assert [v.get_config() for v in image_views] == [
+        v.get_config() for v in recipes_rocket.views("rocket", 32)[0]
+    ]
+    assert all(v.stopword_p == 0 and v.eda_weights is None for v in text_views)
+    for option in (
+        "augment",
+        "zero_shot_head",
+        "ensemble_weight",
+        "label_smoothing",
+        "head_layers",
+    ):
         assert option in cli_train.RUN_ARGUMENTS
 
 
@@ -179,3 +195,31 @@ def test_view_options_are_refused_where_they_do_not_apply(capsys, small_csv, tmp
         [*argv, str(tmp_path / "b"), "--method", "swalip", "--augment", "none"]
     )
     assert code == 2 and "SwALIP needs augmented views" in capsys.readouterr().err
+
+
+def test_eval_commands_select_the_zero_shot_head(capsys, uninterrupted, tmp_path):
+    texts = tmp_path / "texts.txt"
+    texts.write_text("a red circle\na blue square\n")
+    model = keras_towers.CLIPRocket.from_preset(str(uninterrupted))
+    z_dim = model.image_tower.output_dim
+
+    def embed(name, *options):
+        out = tmp_path / f"{name}.npy"
+        argv = ["embed", "--preset", str(uninterrupted), "--texts", str(texts)]
+        code = cli.main([*argv, "--output", str(out), *options])
+        return code, (np.load(out) if code == 0 else None)
+
+    _, stored = embed("stored")  # the preset's own head: ensemble, w = 0.3
+    _, global_ = embed("global", "--zero-shot-head", "global")
+    _, augmented = embed("augmented", "--zero-shot-head", "augmented")
+    _, half = embed("half", "--ensemble-weight", "0.5")
+    assert global_.shape == (2, z_dim) and stored.shape[1] == z_dim + augmented.shape[1]
+    np.testing.assert_allclose(stored[:, :z_dim], np.sqrt(0.3) * global_, atol=1e-5)
+    np.testing.assert_allclose(stored[:, z_dim:], np.sqrt(0.7) * augmented, atol=1e-5)
+    np.testing.assert_allclose(half[:, :z_dim], np.sqrt(0.5) * global_, atol=1e-5)
+    capsys.readouterr()
+    code, _ = embed("bad", "--zero-shot-head", "global", "--ensemble-weight", "0.5")
+    assert code == 2 and "needs --zero-shot-head ensemble" in capsys.readouterr().err
+    argv = ["eval", "--preset", "shapes_clip_tiny", "--task", "retrieval:tuxpaint"]
+    assert cli.main([*argv, "--zero-shot-head", "augmented"]) == 2
+    assert "holds a CLIP" in capsys.readouterr().err

@@ -136,7 +136,8 @@ def add_parser(commands) -> None:
         "--augment",
         choices=sorted(recipes_rocket.AUGMENTATIONS),
         help="training views: 'rocket' (clip-rocket's global view + 2 strongly "
-        "augmented image and caption views), 'light' (plain global view + 2 "
+        "augmented image and caption views), 'image' (the same image views, "
+        "captions unaugmented), 'light' (plain global view + 2 "
         "mildly cropped/flipped views, stopword-removed captions) or 'none' "
         f"(global pair only); default: {recipes_rocket.DEFAULT_AUGMENT}",
     )
@@ -152,6 +153,17 @@ def add_parser(commands) -> None:
         type=float,
         help="weight w of z in the ensemble, in [0, 1]: similarity = "
         "w cos_z + (1 - w) cos_h (0.5)",
+    )
+    rocket.add_argument(
+        "--label-smoothing",
+        type=float,
+        help="label smoothing of the augmented-view terms (0.1; 0 with swalip)",
+    )
+    rocket.add_argument(
+        "--head-layers",
+        type=_positive_int,
+        help="Dense layers of the augmented-view h heads: 3 (BN-MLP, the "
+        "recipe) or 1 (linear)",
     )
     train.set_defaults(func=cmd_train)
 

@@ -17,6 +17,7 @@ from keras_towers.models.clip import TOKEN_KEYS
 from keras_towers.models.lit import LiT
 from keras_towers.models.lit import trainable_towers
 from keras_towers.models.rocket_heads import ADDON_PROJECTORS
+from keras_towers.models.rocket_heads import FEATURES_AUG_KEYS
 from keras_towers.models.rocket_heads import PADDING_MASK_AUG_KEY
 from keras_towers.models.rocket_heads import TOKEN_IDS_AUG_KEY
 from keras_towers.models.rocket_heads import MLPHead
@@ -425,6 +426,8 @@ class CLIPRocket(LiT):
         """Pooled features of each augmented view of `kind`, a list of `A`
         `(B, F)` tensors (the target tower's if `target`)."""
         tower = getattr(self, f"{kind}_tower")
+        if FEATURES_AUG_KEYS[kind] in inputs:
+            return self._precomputed_views(kind, inputs)
         if target and getattr(self, f"target_{kind}_tower") is not None:
             tower = getattr(self, f"target_{kind}_tower")
         if kind == "image":
@@ -449,6 +452,25 @@ class CLIPRocket(LiT):
             else:
                 out.append(tower.pool(view, training=training))
         return out
+
+    def _precomputed_views(self, kind, inputs):
+        """The views' pooled features given as `"<kind>_features_aug"`
+        `(B, A, F)`: only for a tower whose backbone is locked (it has no
+        EMA target and no dropout, so they are exactly what it computes)."""
+        key = FEATURES_AUG_KEYS[kind]
+        tower = getattr(self, f"{kind}_tower")
+        part = tower.locked_part
+        if not (part == "backbone" or (part == "tower" and tower.projection is None)):
+            raise ValueError(
+                f"`{key}` are the pooled features of a locked {kind} backbone; "
+                f"this model's {kind} tower is "
+                + ("trained" if part is None else "locked with its head")
+                + ", so it needs the raw augmented views."
+            )
+        views = inputs[key]
+        count = views.shape[1]
+        check_views(count, key)
+        return [views[:, a] for a in range(count)]
 
     def _ema_update(self) -> None:
         pairs = []
@@ -495,7 +517,7 @@ class CLIPRocket(LiT):
         aug_keys = {"image": IMAGES_AUG_KEY, "text": TOKEN_IDS_AUG_KEY}
         views = {k: None for k in aug_keys}
         for kind, key in aug_keys.items():
-            if key in inputs:
+            if key in inputs or FEATURES_AUG_KEYS[kind] in inputs:
                 views[kind] = self._pool_views(kind, inputs, training)
                 head = getattr(self, f"{kind}_h_head")
                 outputs[f"{kind}_h_aug"] = ops.stack(

@@ -27,6 +27,9 @@ from keras_towers.preprocessing import TEXT_KEY
 #: Preprocessed augmented-view inputs: `(B, A, H, W, 3)` and `(B, A, L)`.
 TOKEN_IDS_AUG_KEY = "token_ids_aug"
 PADDING_MASK_AUG_KEY = "padding_mask_aug"
+#: Precomputed pooled backbone features of the augmented views `(B, A, F)`
+#: of a tower whose backbone is locked, by modality.
+FEATURES_AUG_KEYS = {"image": "image_features_aug", "text": "text_features_aug"}
 OUTPUT_NORMS = (None, "affine", "plain")
 ZERO_SHOT_HEADS = ("global", "augmented", "ensemble")
 #: Add-ons this model builds heads for: name -> (recipe hidden width,
