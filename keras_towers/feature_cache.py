@@ -150,12 +150,7 @@ def cache_locked_features(
         keys[source.name] = (key, description)
         array = _MEMORY.get(key)
         if array is None and cache_dir is not None:
-            array = load_keyed_array(
-                cache_dir,
-                source.feature_key,
-                key,
-                lambda a: a.ndim == 2 and a.shape[0] == count,
-            )
+            array = load_features(cache_dir, source.feature_key, key, count)
         if array is None:
             missing.append(source)
         else:
@@ -168,13 +163,7 @@ def cache_locked_features(
             array = computed[source.feature_key]
             _remember(key, array)
             if cache_dir is not None:
-                store_keyed_array(
-                    cache_dir,
-                    source.feature_key,
-                    key,
-                    {k: v for k, v in description.items() if not k.endswith("_config")},
-                    array,
-                )
+                store_features(cache_dir, source.feature_key, key, description, array)
             features[source.feature_key] = array
     return _to_dataset(kept, features, dataset.element_spec)
 
@@ -385,7 +374,9 @@ def _vocabulary_digest(tokenizer) -> str | None:
     return hashlib.sha256(_json(list(vocabulary)).encode()).hexdigest()
 
 
-def _cache_key(model, source, fingerprint: str, count: int):
+def source_description(model, source) -> dict:
+    """What identifies a locked source's computation, apart from the data:
+    tower, locked weights (hashed here, once), preprocessor, vocabulary."""
     tower = source.tower
     preprocessor = model.preprocessor
     description = {
@@ -397,22 +388,43 @@ def _cache_key(model, source, fingerprint: str, count: int):
         "tower_config": _json(_unnumbered(tower.get_config())),
         "weights_sha256": weights_digest(_locked_variables(tower)),
         "preprocessor_config": _json(_unnumbered(preprocessor.get_config())),
-        "data_sha256": fingerprint,
-        "count": count,
     }
     if source.raw_key == "texts":
         description["vocabulary_sha256"] = _vocabulary_digest(
             getattr(preprocessor, "tokenizer", None)
         )
+    return description
+
+
+def data_key(source_desc: dict, fingerprint: str, count: int):
+    """`(key, description)` of `source_desc`'s features of the `count`
+    examples identified by `fingerprint`."""
+    description = {**source_desc, "data_sha256": fingerprint, "count": count}
     key = hashlib.sha256(_json(description).encode()).hexdigest()
     return key, description
 
 
+def _cache_key(model, source, fingerprint: str, count: int):
+    return data_key(source_description(model, source), fingerprint, count)
+
+
+def load_features(cache_dir, name: str, key: str, count: int):
+    """`load_keyed_array` of a `(count, F)` feature array, or `None`."""
+    return load_keyed_array(
+        cache_dir, name, key, lambda a: a.ndim == 2 and a.shape[0] == count
+    )
+
+
+def store_features(cache_dir, name: str, key: str, description: dict, array) -> None:
+    """`store_keyed_array` with the description's long `*_config` entries
+    left out of the key file (the key already covers them)."""
+    short = {k: v for k, v in description.items() if not k.endswith("_config")}
+    store_keyed_array(cache_dir, name, key, short, array)
+
+
 #: For caches keyed like this one (`keras_towers.recipes_rocket`'s view
-#: features): the locked sources of `model`, and the key of a source's
-#: features for data identified by `fingerprint`.
+#: features): the locked sources of `model`.
 select_sources = _select_sources
-cache_key = _cache_key
 
 
 # === Memory and disk ===

@@ -331,6 +331,16 @@ def _frozen_size_pairs(data: str, pairs: PairArrays | None, split: int, size):
     return load_training_data(data, size, pairs.framing or DEFAULT_FRAMING)[split]
 
 
+def _validation_feature_arrays(model, data: str, validation_pairs, size):
+    """`locked_feature_arrays` of the validation pairs (split 1 of `data`),
+    or `None` without any."""
+    if validation_pairs is None or not len(validation_pairs):
+        return None
+    return locked_feature_arrays(
+        model, validation_pairs, _frozen_size_pairs(data, validation_pairs, 1, size)
+    )
+
+
 def _cached_feature_trainer(data: str) -> Callable:
     """`training.train` on the locked towers' features, computed once."""
 
@@ -350,13 +360,7 @@ def _cached_feature_trainer(data: str) -> Callable:
         train_arrays = locked_feature_arrays(
             model, train_pairs, _frozen_size_pairs(data, train_pairs, 0, size)
         )
-        val_arrays = None
-        if validation_pairs is not None and len(validation_pairs):
-            val_arrays = locked_feature_arrays(
-                model,
-                validation_pairs,
-                _frozen_size_pairs(data, validation_pairs, 1, size),
-            )
+        val_arrays = _validation_feature_arrays(model, data, validation_pairs, size)
         print(f"frozen-tower features ready in {time.perf_counter() - start:.1f} s")
         result = training.train(
             model,
@@ -689,13 +693,7 @@ def _view_feature_trainer(data: str) -> Callable:
             epochs=epochs,
             cache_dir=_feature_cache_dir(),
         )
-        val_arrays = None
-        if validation_pairs is not None and len(validation_pairs):
-            val_arrays = locked_feature_arrays(
-                model,
-                validation_pairs,
-                _frozen_size_pairs(data, validation_pairs, 1, size),
-            )
+        val_arrays = _validation_feature_arrays(model, data, validation_pairs, size)
         print(
             f"frozen-backbone view features ready in {time.perf_counter() - start:.1f} s"
         )

@@ -209,13 +209,11 @@ def _pairs_digest(pairs) -> str:
     return digest.hexdigest()
 
 
-def _view_key(model, kind, view, slot, seed, epoch, pairs_sha256, count):
-    """The cache key of one view slot's features: the locked backbone
-    (`feature_cache`'s key: weights, configs, preprocessor) of the view's
-    pixels or captions, identified by what determines them (the pairs, the
-    view's config and slot, the seed and the epoch) instead of by hashing
-    the augmented data itself."""
-    (source,) = feature_cache.select_sources(model, kind)
+def _view_key(source_desc, view, slot, seed, epoch, pairs_sha256, count):
+    """The cache key of one view slot's features: the locked backbone's
+    `feature_cache.source_description` of the view's pixels or captions,
+    identified by what determines them (the pairs, the view's config and
+    slot, the seed and the epoch) instead of by hashing the augmented data."""
     identity = {"views": VIEW_CACHE_FORMAT, "view": view.get_config()}
     if not _is_identity(view):
         # A random view differs per slot, seed and epoch; the identity view
@@ -224,7 +222,7 @@ def _view_key(model, kind, view, slot, seed, epoch, pairs_sha256, count):
     identity["pairs_sha256"] = pairs_sha256
     what = json.dumps(identity, sort_keys=True)
     fingerprint = hashlib.sha256(what.encode()).hexdigest()
-    return feature_cache.cache_key(model, source, fingerprint, count)
+    return feature_cache.data_key(source_desc, fingerprint, count)
 
 
 def _is_identity(view) -> bool:
@@ -280,6 +278,13 @@ def view_feature_arrays(
             )
     count = len(pairs)
     pairs_sha256 = _pairs_digest(pairs)
+    # The backbones' weights are hashed once, not once per slot and epoch.
+    source_descs = {
+        kind: feature_cache.source_description(
+            model, *feature_cache.select_sources(model, kind)
+        )
+        for kind in ("image", "text")
+    }
     streams = {
         "image": (image_views, IMAGE_KEY, IMAGES_AUG_KEY),
         "text": (text_views, TEXT_KEY, TEXTS_AUG_KEY),
@@ -288,26 +293,24 @@ def view_feature_arrays(
     for epoch in range(epochs):
         start = time.perf_counter()
         features, missing, copies = {}, {}, {}
+        first_missing = {}  # key -> the slot that computes it
         for kind, (view_list, _, _) in streams.items():
             for slot, view in enumerate(view_list):
                 key, description = _view_key(
-                    model, kind, view, slot, seed, epoch, pairs_sha256, count
+                    source_descs[kind], view, slot, seed, epoch, pairs_sha256, count
                 )
                 array = None
                 if cache_dir is not None:
-                    array = feature_cache.load_keyed_array(
-                        cache_dir,
-                        f"{kind}_view_features",
-                        key,
-                        lambda a: a.ndim == 2 and a.shape[0] == count,
+                    array = feature_cache.load_features(
+                        cache_dir, f"{kind}_view_features", key, count
                     )
                 if array is not None:
                     features[kind, slot] = array.astype("float32")
-                elif key in [k for k, _ in missing.values()]:
+                elif key in first_missing:
                     # The same (deterministic) view as an earlier slot.
-                    same = next(ks for ks, (k, _) in missing.items() if k == key)
-                    copies[kind, slot] = same
+                    copies[kind, slot] = first_missing[key]
                 else:
+                    first_missing[key] = (kind, slot)
                     missing[kind, slot] = (key, description)
         if missing:
             views = _epoch_views(pairs, image_views, text_views, seed, epoch)
@@ -326,16 +329,14 @@ def view_feature_arrays(
                 computed = _locked_features(model, kind, raw, batch_size)
                 for i, slot in enumerate(slots):
                     features[kind, slot] = computed[i * count : (i + 1) * count]
-            for (kind, slot), (key, description) in missing.items():
-                array = features[kind, slot]
-                if cache_dir is not None:
-                    description = {
-                        k: v
-                        for k, v in description.items()
-                        if not k.endswith("_config")
-                    }
-                    feature_cache.store_keyed_array(
-                        cache_dir, f"{kind}_view_features", key, description, array
+            if cache_dir is not None:
+                for (kind, slot), (key, description) in missing.items():
+                    feature_cache.store_features(
+                        cache_dir,
+                        f"{kind}_view_features",
+                        key,
+                        description,
+                        features[kind, slot],
                     )
         for slot_id, same in copies.items():
             features[slot_id] = features[same]

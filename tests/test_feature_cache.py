@@ -219,8 +219,8 @@ def test_cache_key_ignores_automatic_layer_numbers():
     (a,) = feature_cache.select_sources(first, "image")
     (b,) = feature_cache.select_sources(second, "image")
     assert (
-        feature_cache.cache_key(first, a, "data", 3)[0]
-        == feature_cache.cache_key(second, b, "data", 3)[0]
+        feature_cache._cache_key(first, a, "data", 3)[0]
+        == feature_cache._cache_key(second, b, "data", 3)[0]
     )
     assert feature_cache._unnumbered(
         {"name": "dense_12", "dtype": "mixed_float16"}
