@@ -338,3 +338,29 @@ def test_shipped_protoclip_preset_loads_by_name_and_matches_its_card():
     for key in ("image_to_text_recall@10", "text_to_image_recall@10"):
         assert abs(measured[key] - card[key]) <= 1.5 / 178, key
     assert measured["image_to_text_recall@10"] > 0.3  # chance: 5.6%
+
+
+def test_shipped_improved_recipe_preset_loads_by_name_and_matches_its_card():
+    from keras_towers import tasks
+
+    name = "clip_improved_lite0_minilm_embedded"
+    assert name in keras_towers.CLIPRocket.presets
+    model = keras_towers.ContrastiveModel.from_preset(name)
+    assert type(model) is keras_towers.CLIPRocket
+    assert (model.zero_shot_head, model.ensemble_weight) == ("ensemble", 0.5)
+    assert model.image_tower_source == "efficientnet_lite0_imagenet"
+    assert model.text_tower_source == "all_minilm_l6_v2"
+    assert not model.image_tower.backbone.trainable
+    assert not model.text_tower.backbone.trainable
+    # Stored: the z and h heads and the scales, not the referenced backbones.
+    path = presets.resolve(keras_towers.CLIPRocket, name)
+    stored = _stored_arrays(path / "model.weights.h5")
+    assert max(int(np.prod(s)) for s in stored.values()) == 1280 * 512
+    metadata = json.loads((path / "metadata.json").read_text())
+    assert metadata["stored_parameter_count"] < 2_100_000
+    # The card's retrieval numbers (ensemble head), on this backend.
+    measured = tasks.run(model, "retrieval:tuxpaint", verbose=0)["metrics"]
+    card = metadata["metrics"]["retrieval:tuxpaint"]
+    for key in ("image_to_text_recall@10", "text_to_image_recall@10"):
+        assert abs(measured[key] - card[key]) <= 1.5 / 178, key
+    assert measured["text_to_image_recall@10"] > 0.3  # chance: 5.6%
