@@ -31,8 +31,11 @@ resolves their names; users register their own directories with
 
 This module imports no model and no converter. Directories in an external
 checkpoint format (a `config.json` with a `model_type`, as transformers
-writes) are handed to the loader registered for that type in
-`FORMAT_LOADERS`; `keras_towers.converters` registers them.
+writes, or a format's own marker file such as open_clip's
+`open_clip_config.json`) are handed to the loader registered for that format
+in `FORMAT_LOADERS` (`external_format` finds it; both live in
+`keras_towers.checkpoint_formats` and are re-exported here);
+`keras_towers.converters` registers them.
 """
 
 from __future__ import annotations
@@ -49,13 +52,16 @@ import keras
 import numpy as np
 from keras.src.saving import saving_lib
 
+from keras_towers.checkpoint_formats import FORMAT_LOADERS
+from keras_towers.checkpoint_formats import CheckpointFormat
+from keras_towers.checkpoint_formats import external_format
+from keras_towers.checkpoint_formats import register_format
 from keras_towers.pretrained.registry import ENCODERS
 from keras_towers.pretrained.registry import weights_mismatch
 from keras_towers.pretrained.registry import weights_record
 from keras_towers.utils.io import read_json
 from keras_towers.utils.io import sha256_file
 from keras_towers.utils.io import write_json
-from keras_towers.utils.registry import Registry
 from keras_towers.version import __version__
 
 CONFIG_FILE = "config.json"
@@ -67,20 +73,15 @@ ENCODERS_KEY = "referenced_encoders"
 #: Weight-bearing files: each one in a preset directory must have a sha256.
 _DATA_SUFFIXES = (".h5", ".safetensors")
 
-#: `model_type` -> `loader(path, cls, load_weights, **kwargs) -> model`, for
-#: checkpoint directories in external formats (filled by `converters`).
-FORMAT_LOADERS = Registry(
-    "checkpoint format (model_type)",
-    hint="Register a loader with `keras_towers.presets.register_format`.",
-)
-
 _USER_PRESETS: dict[str, dict] = {}
 _SHIPPED_CACHE: dict[str, dict] | None = None
 
 __all__ = [
     "FORMAT_LOADERS",
+    "CheckpointFormat",
     "all_presets",
     "list_presets",
+    "external_format",
     "load",
     "presets_dir",
     "register_format",
@@ -89,25 +90,6 @@ __all__ = [
     "save",
     "sha256_file",
 ]
-
-
-def register_format(model_type: str):
-    """Decorator registering a loader for external checkpoint directories.
-
-    The loader is called as `loader(path, cls=cls, load_weights=..., **kwargs)`
-    for a directory whose `config.json` has `"model_type": model_type` and
-    no keras_towers `class_name`; `cls` is the class `from_preset` was
-    called on (possibly `ContrastiveModel`).
-
-    Example:
-
-    ```python
-    @keras_towers.presets.register_format("my_clip")
-    def load_my_clip(path, cls, load_weights=True, **kwargs):
-        ...
-    ```
-    """
-    return FORMAT_LOADERS.register(model_type)
 
 
 def presets_dir() -> Path:
@@ -341,10 +323,9 @@ def preset_class(cls, preset: str):
     """The registered class a keras_towers preset holds, checked against
     `cls`; `None` for a directory in an external format."""
     path = resolve(cls, preset)
-    config = _read_config(path)
-    if _is_external(config):
+    if external_format(path) is not None:
         return None
-    return _target_class(cls, preset, config)
+    return _target_class(cls, preset, _read_config(path))
 
 
 def _read_config(path: Path) -> dict:
@@ -352,10 +333,6 @@ def _read_config(path: Path) -> dict:
     if not config_path.is_file():
         raise ValueError(f"Preset directory {str(path)!r} has no {CONFIG_FILE}.")
     return read_json(config_path)
-
-
-def _is_external(config: dict) -> bool:
-    return "model_type" in config and "class_name" not in config
 
 
 def _target_class(cls, preset: str, config: dict):
@@ -398,10 +375,12 @@ def load(
         **kwargs: config overrides.
     """
     path = resolve(cls, preset)
+    checkpoint_format = external_format(path)
+    if checkpoint_format is not None:
+        return checkpoint_format.load(
+            path, cls=cls, load_weights=load_weights, **kwargs
+        )
     config = _read_config(path)
-    if _is_external(config):
-        loader = FORMAT_LOADERS.get(config["model_type"])
-        return loader(path, cls=cls, load_weights=load_weights, **kwargs)
 
     _target_class(cls, preset, config)
     metadata_path = path / METADATA_FILE

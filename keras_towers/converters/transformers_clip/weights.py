@@ -23,23 +23,33 @@ PYTORCH_FILE = "pytorch_model.bin"
 
 
 class CheckpointReader:
-    """Named tensors of a transformers checkpoint directory, as NumPy.
+    """Named tensors of a checkpoint directory, as NumPy.
 
     Reads `model.safetensors`, a sharded `model.safetensors.index.json`, or,
     if neither exists, `pytorch_model.bin` with
     `torch.load(weights_only=True)` (only when torch is installed). Records
-    which tensors were read, so that unused ones can be reported.
+    which tensors were read, so that unused ones can be reported. Other
+    formats name their files (`safetensors_file`, `index_file`,
+    `pytorch_file`) and themselves (`kind`, for errors).
     """
 
-    def __init__(self, path: str | os.PathLike):
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        safetensors_file: str = SAFETENSORS_FILE,
+        index_file: str = SAFETENSORS_INDEX_FILE,
+        pytorch_file: str = PYTORCH_FILE,
+        kind: str = "transformers",
+    ):
         path = Path(path)
         self.path = path
         self.used: set[str] = set()
         self._files: dict[str, str] = {}  # tensor name -> file name
         self._torch_state = None
-        index = path / SAFETENSORS_INDEX_FILE
-        if (path / SAFETENSORS_FILE).is_file():
-            self._add_safetensors(SAFETENSORS_FILE)
+        self._default_file = safetensors_file
+        index = path / index_file
+        if (path / safetensors_file).is_file():
+            self._add_safetensors(safetensors_file)
         elif index.is_file():
             weight_map = json.loads(index.read_text()).get("weight_map", {})
             for name in sorted(set(weight_map.values())):
@@ -49,13 +59,13 @@ class CheckpointReader:
                         f"from {str(path)!r}."
                     )
                 self._add_safetensors(name)
-        elif (path / PYTORCH_FILE).is_file():
-            self._load_torch()
+        elif (path / pytorch_file).is_file():
+            self._load_torch(pytorch_file)
         else:
             raise FileNotFoundError(
-                f"No weights in the transformers checkpoint {str(path)!r}: "
-                f"expected {SAFETENSORS_FILE} (or {SAFETENSORS_INDEX_FILE} "
-                f"with its shards, or {PYTORCH_FILE}). Pass "
+                f"No weights in the {kind} checkpoint {str(path)!r}: "
+                f"expected {safetensors_file} (or {index_file} "
+                f"with its shards, or {pytorch_file}). Pass "
                 "`load_weights=False` to build the architecture only."
             )
 
@@ -66,10 +76,10 @@ class CheckpointReader:
             for key in f.keys():
                 self._files[key] = name
 
-    def _load_torch(self):
-        state = load_torch_checkpoint(self.path / PYTORCH_FILE)
+    def _load_torch(self, name: str):
+        state = load_torch_checkpoint(self.path / name)
         self._torch_state = state
-        self._files = {key: PYTORCH_FILE for key in state}
+        self._files = {key: name for key in state}
 
     def keys(self) -> list[str]:
         return sorted(self._files)
@@ -78,7 +88,7 @@ class CheckpointReader:
         return key in self._files
 
     def file_of(self, key: str) -> str:
-        return self._files.get(key, SAFETENSORS_FILE)
+        return self._files.get(key, self._default_file)
 
     def shape(self, key: str) -> tuple:
         if self._torch_state is not None:
