@@ -12,3 +12,4 @@ marker file (open_clip's `open_clip_config.json`), to it.
 
 from keras_towers.converters import open_clip  # noqa: F401
 from keras_towers.converters import transformers_clip  # noqa: F401
+from keras_towers.converters import transformers_siglip  # noqa: F401
