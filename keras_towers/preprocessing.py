@@ -444,7 +444,7 @@ class ContrastivePreprocessor(Preprocessor):
             warnings.warn(
                 f"{cut.size} of {len(texts)} {what} are longer than the text "
                 f"context of {self.sequence_length} tokens ({self.text_capacity} "
-                "for text, plus start and end) and were cut: e.g. "
+                f"for text, plus {self._special_tokens_wording()}) and were cut: e.g. "
                 f"{text!r} ({counts[i]} tokens) is read as {self._kept_text(text)!r}. "
                 "Use shorter texts, or a model with a longer context "
                 "(`sequence_length`).",
@@ -452,6 +452,13 @@ class ContrastivePreprocessor(Preprocessor):
                 stacklevel=stacklevel + 1,
             )
         return int(cut.size)
+
+    def _special_tokens_wording(self) -> str:
+        """What the tokens of the context besides the text are, in words."""
+        extra = self.sequence_length - self.text_capacity
+        return {1: "the end token", 2: "start and end"}.get(
+            extra, f"{extra} special tokens"
+        )
 
     @preprocessing_function
     def call(self, x, y=None, sample_weight=None):

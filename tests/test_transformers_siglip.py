@@ -219,6 +219,18 @@ def test_token_ids_match_transformers(ckpt):
     np.testing.assert_array_equal(batched, np.array(ckpt.hf_ids(TEXTS)))
 
 
+def test_truncation_warning_counts_the_end_token_only(checkpoints):
+    from keras_towers.preprocessing import TruncationWarning
+
+    preprocessor = checkpoints[SPECS[0].name].model.preprocessor
+    capacity = preprocessor.sequence_length - 1
+    assert preprocessor.text_capacity == capacity
+    with pytest.warns(
+        TruncationWarning, match=rf"\({capacity} for text, plus the end token\)"
+    ):
+        assert preprocessor.warn_if_truncated(["a b c d e f g h " * 20]) == 1
+
+
 @pytest.mark.filterwarnings("ignore::keras_towers.preprocessing.TruncationWarning")
 def test_text_features_match_transformers(ckpt):
     ours = keras.ops.convert_to_numpy(ckpt.model.encode_texts(TEXTS))
