@@ -17,6 +17,7 @@ from keras_towers import efficientnet_lite
 from keras_towers import evaluation
 from keras_towers import from_scratch
 from keras_towers import objectives
+from keras_towers import objectives_chunked
 from keras_towers import objectives_rocket
 from keras_towers import objectives_ssl
 from keras_towers import ops
@@ -72,6 +73,7 @@ __all__ = [
     "evaluation",
     "from_scratch",
     "objectives",
+    "objectives_chunked",
     "objectives_rocket",
     "objectives_ssl",
     "ops",

@@ -9,6 +9,7 @@ from keras import ops
 
 from keras_towers import from_scratch
 from keras_towers import objectives
+from keras_towers import objectives_chunked  # noqa: F401 (registers them)
 from keras_towers.constraints import ClampConstraint
 from keras_towers.feature_cache import FeatureSource
 from keras_towers.models.base import ContrastiveModel
@@ -28,6 +29,8 @@ _LOSS_DEFAULTS = {
     # objective: (logit scale init, logit bias init)
     "infonce": (1.0 / 0.07, None),
     "sigmoid": (10.0, -10.0),
+    "infonce_chunked": (1.0 / 0.07, None),
+    "sigmoid_chunked": (10.0, -10.0),
 }
 
 
@@ -54,8 +57,9 @@ class CLIP(ContrastiveModel):
         preprocessor: `keras_towers.ContrastivePreprocessor` for raw images
             and strings. Default: byte tokenizer + bicubic resize to the
             image tower's input size.
-        loss: `"infonce"` (CLIP) or `"sigmoid"` (SigLIP), or any registered
-            objective name.
+        loss: `"infonce"` (CLIP) or `"sigmoid"` (SigLIP), their block-wise
+            forms for very large batches (`"infonce_chunked"`,
+            `"sigmoid_chunked"`), or any registered objective name.
         logit_scale_init: float. Initial `s` (default `1/0.07` for InfoNCE,
             `10` for sigmoid).
         logit_bias_init: float or `None`. Initial bias of the sigmoid loss
@@ -137,6 +141,9 @@ class CLIP(ContrastiveModel):
         self.text_tower = text_tower
         self.preprocessor = preprocessor
         self.objective = objective
+        self._objective_takes_label_smoothing = "label_smoothing" in _arguments(
+            objective
+        )
         self.max_logit_scale = max_logit_scale
         self.learn_logit_scale = learn_logit_scale
         self.logit_scale = self.add_logit_scale("logit_scale", logit_scale_init)
@@ -213,7 +220,7 @@ class CLIP(ContrastiveModel):
         kwargs = {"logit_scale": ops.exp(at_least_float32(self.logit_scale))}
         if self.logit_bias is not None:
             kwargs["logit_bias"] = self.logit_bias
-        if self.loss_name == "infonce":
+        if self._objective_takes_label_smoothing:
             kwargs["label_smoothing"] = self.label_smoothing
         return kwargs
 
