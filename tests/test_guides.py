@@ -29,7 +29,8 @@ BACKENDS = {
 
 
 def test_every_guide_is_run():
-    # `asif.py` needs the pretrained encoders: `tests/test_asif.py` runs it.
+    # `asif.py` needs the pretrained encoders: `tests/test_asif.py` runs it
+    # (on torch and tensorflow).
     assert sorted([*BACKENDS, "asif.py"]) == sorted(
         name for name in os.listdir(GUIDES) if name.endswith(".py")
     )

@@ -313,8 +313,6 @@ def test_shipped_lit_minilm_preset_loads_by_name_and_stores_only_its_head():
 
 
 def test_shipped_protoclip_preset_loads_by_name_and_matches_its_card():
-    from keras_towers import tasks
-
     name = "protoclip_lite0_minilm_embedded"
     assert name in keras_towers.ProtoCLIP.presets
     model = keras_towers.ContrastiveModel.from_preset(name)
@@ -331,18 +329,10 @@ def test_shipped_protoclip_preset_loads_by_name_and_matches_its_card():
     assert not any("episode_state" in key for key in stored)
     metadata = json.loads((path / "metadata.json").read_text())
     assert metadata["stored_parameter_count"] < 1_000_000
-    # The card's retrieval numbers, on this backend (one stamp of slack:
-    # EfficientNet's convolutions round differently across backends).
-    measured = tasks.run(model, "retrieval:tuxpaint", verbose=0)["metrics"]
-    card = metadata["metrics"]["retrieval:tuxpaint"]
-    for key in ("image_to_text_recall@10", "text_to_image_recall@10"):
-        assert abs(measured[key] - card[key]) <= 1.5 / 178, key
-    assert measured["image_to_text_recall@10"] > 0.3  # chance: 5.6%
+    _check_card_retrieval(model, metadata, "image_to_text_recall@10")
 
 
 def test_shipped_improved_recipe_preset_loads_by_name_and_matches_its_card():
-    from keras_towers import tasks
-
     name = "clip_improved_lite0_minilm_embedded"
     assert name in keras_towers.CLIPRocket.presets
     model = keras_towers.ContrastiveModel.from_preset(name)
@@ -358,9 +348,23 @@ def test_shipped_improved_recipe_preset_loads_by_name_and_matches_its_card():
     assert max(int(np.prod(s)) for s in stored.values()) == 1280 * 512
     metadata = json.loads((path / "metadata.json").read_text())
     assert metadata["stored_parameter_count"] < 2_100_000
-    # The card's retrieval numbers (ensemble head), on this backend.
+    # The card's retrieval numbers (ensemble head).
+    _check_card_retrieval(model, metadata, "text_to_image_recall@10")
+
+
+def _check_card_retrieval(model, metadata, above_chance):
+    """The card's Tux Paint retrieval R@10, measured again (one stamp of
+    slack: EfficientNet's convolutions round differently across backends).
+    On torch only: encoding 178 stamps with EfficientNet-Lite0 takes up to a
+    minute on jax, and the towers' backend parity is tested directly
+    (tests/test_efficientnet_lite.py, tests/test_minilm.py); the other
+    backends check what the preset loads."""
+    if keras.backend.backend() != "torch":
+        return
+    from keras_towers import tasks
+
     measured = tasks.run(model, "retrieval:tuxpaint", verbose=0)["metrics"]
     card = metadata["metrics"]["retrieval:tuxpaint"]
     for key in ("image_to_text_recall@10", "text_to_image_recall@10"):
         assert abs(measured[key] - card[key]) <= 1.5 / 178, key
-    assert measured["text_to_image_recall@10"] > 0.3  # chance: 5.6%
+    assert measured[above_chance] > 0.3  # chance: 5.6%
