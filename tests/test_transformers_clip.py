@@ -432,3 +432,37 @@ def test_a_pickle_that_runs_code_is_refused_in_one_clear_line(
     assert err.count("\n") == 1 and err.startswith("keras-towers: error: Refused")
     assert "this-must-not-run" not in err
     assert not (tmp_path / "e.npy").exists()
+
+
+def test_tall_images_follow_pillows_pass_order(checkpoints, monkeypatch):
+    # Pillow >= 13 resamples vertically first when the height shrinks by more
+    # than twice as many pixels as the width (tall portraits); the converter
+    # follows the installed Pillow. The old horizontal-first order is off by
+    # more than one grey level on these images.
+    from keras_towers.converters.transformers_clip import image_converter
+
+    ckpt = checkpoints["modern_gelu_crop"]
+    s = ckpt.spec.shortest_edge
+    images = smooth_images(
+        np.random.default_rng(4), [(6 * s + 5, s + 3), (5 * s, s + 7)]
+    )
+    grey_level = 1 / 255 / np.asarray(ckpt.hf_processor.image_std)
+    theirs = ckpt.hf_pixels(images)
+    config = ckpt.model.preprocessor.image_converter.get_config()
+
+    def pixels():
+        converter = transformers_clip.TransformersImageConverter.from_config(config)
+        return np.concatenate(
+            [
+                keras.ops.convert_to_numpy(converter(im[None].astype("float32")))
+                for im in images
+            ]
+        )
+
+    diff = np.abs(pixels() - theirs)
+    assert (diff <= grey_level + 1e-5).all()
+    assert (diff > 1e-5).mean() <= DOWNSCALE_PIXEL_FRACTION
+    if image_converter._PILLOW_VERTICAL_FIRST:
+        monkeypatch.setattr(image_converter, "_PILLOW_VERTICAL_FIRST", False)
+        old = np.abs(pixels() - theirs)
+        assert (old > grey_level + 1e-5).any() or (old > 1e-5).mean() > 0.01

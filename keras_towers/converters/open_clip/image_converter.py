@@ -16,7 +16,7 @@ resize_mode, fill_color)` on a PIL image:
   default; a scalar applies to the three channels).
 
 `OpenCLIPImageConverter` reproduces it with `TransformersImageConverter`'s
-PIL-exact resampling (antialiased separable passes, horizontal first, 8-bit
+PIL-exact resampling (antialiased separable passes in Pillow's order, 8-bit
 rounding after each pass).
 """
 
@@ -194,31 +194,7 @@ class OpenCLIPImageConverter(TransformersImageConverter):
         height, width = shape[1], shape[2]
         new_height, new_width = self._resized_size(height, width)
 
-        # PIL resamples only along axes that change, one pass each.
-        def horizontal(x, rows):
-            return tf.cond(
-                tf.equal(new_width, width),
-                lambda: x,
-                lambda: self._resample(x, rows, new_width),
-            )
-
-        def vertical(x, columns):
-            return tf.cond(
-                tf.equal(new_height, height),
-                lambda: x,
-                lambda: self._resample(x, new_height, columns),
-            )
-
-        # Pillow >= 13 runs the vertical pass first when the height shrinks
-        # by more than twice as many pixels as the width (older Pillow always
-        # starts with the horizontal pass).
-        shrink = height - new_height
-        vertical_first = (shrink > 0) & (shrink > 2 * (width - new_width))
-        images = tf.cond(
-            vertical_first,
-            lambda: horizontal(vertical(images, width), new_height),
-            lambda: vertical(horizontal(images, height), new_width),
-        )
+        images = self._resample_passes(images, height, width, new_height, new_width)
         images = self._center_crop_or_pad(images, new_height, new_width)
         if self.scale is not None:
             images = images * tf.constant(self.scale, "float32")

@@ -9,11 +9,15 @@ from pathlib import Path
 
 import keras
 import numpy as np
+import PIL
 import tensorflow as tf
 from keras_hub.layers import ImageConverter
 from keras_hub.src.utils.tensor_utils import preprocessing_function
 
 PREPROCESSOR_FILE = "preprocessor_config.json"
+#: Pillow 13 changed the order of its two resampling passes for images whose
+#: height shrinks much more than their width (see `_resample_passes`).
+_PILLOW_VERTICAL_FIRST = int(PIL.__version__.split(".")[0]) >= 13
 
 # CLIPImageProcessor defaults (OpenAI CLIP's mean/std, bicubic, 224).
 _IMAGE_PROCESSOR_DEFAULTS = {
@@ -49,7 +53,7 @@ class TransformersImageConverter(ImageConverter):
     With neither set it is a plain `keras_hub.layers.ImageConverter`.
 
     Resizing follows PIL, which transformers uses: antialiased (the filter is
-    widened when downscaling), separable with the horizontal pass first, and
+    widened when downscaling), separable in Pillow's pass order, and
     8-bit, rounding and clipping to `[0, 255]` after each pass
     (`round_to_uint8`). Measured against PIL bicubic, this gives identical
     pixels except rare off-by-one rounding ties (0-0.1% of values); without
@@ -138,6 +142,38 @@ class TransformersImageConverter(ImageConverter):
             )
         return self._resize_crop_normalize(inputs)
 
+    def _resample_passes(self, images, height, width, new_height, new_width):
+        """PIL's two separable passes from (height, width) to (new_height,
+        new_width), each only along an axis that changes, in PIL's order:
+        horizontal first, except that Pillow >= 13 runs the vertical pass
+        first when the height shrinks by more than twice as many pixels as
+        the width (the installed Pillow decides, as it does for
+        transformers and open_clip)."""
+
+        def horizontal(x, rows):
+            return tf.cond(
+                tf.equal(new_width, width),
+                lambda: x,
+                lambda: self._resample(x, rows, new_width),
+            )
+
+        def vertical(x, columns):
+            return tf.cond(
+                tf.equal(new_height, height),
+                lambda: x,
+                lambda: self._resample(x, new_height, columns),
+            )
+
+        if not _PILLOW_VERTICAL_FIRST:
+            return vertical(horizontal(images, height), new_width)
+        shrink = height - new_height
+        vertical_first = (shrink > 0) & (shrink > 2 * (width - new_width))
+        return tf.cond(
+            vertical_first,
+            lambda: horizontal(vertical(images, width), new_height),
+            lambda: vertical(horizontal(images, height), new_width),
+        )
+
     def _resample(self, images, height, width):
         """One PIL-style pass to (height, width) (one of them unchanged)."""
         resized = tf.image.resize(
@@ -174,17 +210,7 @@ class TransformersImageConverter(ImageConverter):
         else:
             new_height = tf.constant(self.resize_size[0], "int32")
             new_width = tf.constant(self.resize_size[1], "int32")
-        # PIL: horizontal pass first, and only along axes that change.
-        images = tf.cond(
-            tf.equal(new_width, width),
-            lambda: images,
-            lambda: self._resample(images, height, new_width),
-        )
-        images = tf.cond(
-            tf.equal(new_height, height),
-            lambda: images,
-            lambda: self._resample(images, new_height, new_width),
-        )
+        images = self._resample_passes(images, height, width, new_height, new_width)
         crop_height, crop_width = self.image_size
         checks = [
             tf.debugging.assert_greater_equal(
