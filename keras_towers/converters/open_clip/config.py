@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import math
 
+from keras_towers.converters.checks import square_size
+
 # open_clip's dataclass defaults (model.py, CLIPVisionCfg / CLIPTextCfg).
 VISION_DEFAULTS = {
     "layers": 12,
@@ -176,16 +178,6 @@ _IGNORED = {
 }
 
 
-def _square(value, what: str) -> int:
-    if isinstance(value, (list, tuple)):
-        if len(set(value)) != 1:
-            raise NotImplementedError(
-                f"Only square {what}s are supported. Received: {what}={list(value)}."
-            )
-        value = value[0]
-    return int(value)
-
-
 def _epsilon(config: dict, name: str) -> float:
     norm = config.get("norm_kwargs") or {}
     unknown = sorted(set(norm) - {"eps"})
@@ -262,8 +254,8 @@ def convert_config(model_cfg: dict) -> dict:
     # so normalising the pooled token gives the numbers of pooling the
     # normalised sequence, for class-token and argmax/eos pooling alike.
     activation = "quick_gelu" if model_cfg.get("quick_gelu") else "gelu"
-    image_size = _square(vision["image_size"], "image_size")
-    patch_size = _square(vision["patch_size"], "patch_size")
+    image_size = square_size(vision["image_size"], "vision_cfg.image_size")
+    patch_size = square_size(vision["patch_size"], "vision_cfg.patch_size")
     if image_size % patch_size:
         raise ValueError(
             f"open_clip vision_cfg.image_size={image_size} is not a multiple of "

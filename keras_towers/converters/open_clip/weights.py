@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from keras_towers.converters.checks import check_complete
 from keras_towers.converters.transformers_clip.weights import CheckpointReader
 
 SAFETENSORS_FILE = "open_clip_model.safetensors"
@@ -193,19 +194,13 @@ def convert_weights(model, reader: CheckpointReader, converted: dict) -> None:
             model.logit_bias, copier.read("logit_bias", scale_shape).reshape(())
         )
 
-    unused = sorted(set(reader.keys()) - reader.used)
-    if unused:
-        raise ValueError(
-            f"{len(unused)} tensor(s) in {str(reader.path)!r} match no Keras "
-            f"variable (not an open_clip CLIP of this config?): {unused}."
-        )
-    position_ids = image.embedding.position_ids
-    unset = [
-        w.path
-        for w in model.weights
-        if id(w) not in copier.assigned
-        and w is not position_ids
-        and not (w is model.logit_bias and "logit_bias" not in reader)
-    ]
-    if unset:
-        raise ValueError(f"Keras variables left unset by the converter: {unset}.")
+    skipped = [image.embedding.position_ids]
+    if model.logit_bias is not None and "logit_bias" not in reader:
+        skipped.append(model.logit_bias)  # SigLIP-style use of a CLIP checkpoint
+    check_complete(
+        model,
+        reader,
+        copier.assigned,
+        skipped=skipped,
+        layout="an open_clip CLIP of this config",
+    )

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 
+from keras_towers.converters.checks import square_size
+
 # transformers `hidden_act` -> Keras activation (keras-hub's CLIP layers
 # accept "quick_gelu"; Keras' "gelu" is the exact erf form, like torch's).
 ACTIVATIONS = {
@@ -59,16 +61,6 @@ def _activation(name: str, tower: str) -> str:
     return ACTIVATIONS[name]
 
 
-def _square(value, what: str) -> int:
-    if isinstance(value, (list, tuple)):
-        if len(set(value)) != 1:
-            raise NotImplementedError(
-                f"Only square {what}s are supported. Received: {what}={value}."
-            )
-        value = value[0]
-    return int(value)
-
-
 def convert_config(hf_config: dict) -> dict:
     """transformers `CLIPConfig` (a dict) -> keras_towers constructor kwargs.
 
@@ -98,8 +90,8 @@ def convert_config(hf_config: dict) -> dict:
             f"Only RGB vision towers are supported. Received "
             f"num_channels={vision['num_channels']}."
         )
-    image_size = _square(vision["image_size"], "image_size")
-    patch_size = _square(vision["patch_size"], "patch_size")
+    image_size = square_size(vision["image_size"], "vision_config.image_size")
+    patch_size = square_size(vision["patch_size"], "vision_config.patch_size")
     eos_token_id = text["eos_token_id"]
     if isinstance(eos_token_id, (list, tuple)):
         raise NotImplementedError(

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from keras_towers.converters.checks import check_complete
 from keras_towers.utils.torch_checkpoint import load_torch_checkpoint
 
 SAFETENSORS_FILE = "model.safetensors"
@@ -267,16 +268,10 @@ def convert_weights(model, reader: CheckpointReader) -> None:
                     f"{key!r} in {reader.file_of(key)} is not arange; custom "
                     "position ids are not supported."
                 )
-    unused = sorted(set(reader.keys()) - reader.used)
-    if unused:
-        raise ValueError(
-            f"{len(unused)} tensor(s) in {str(reader.path)!r} match no Keras "
-            f"variable (not a plain CLIPModel checkpoint?): {unused}."
-        )
-    assigned = {id(variable) for variable, _, _ in entries}
-    position_ids = model.image_tower.backbone.embedding.position_ids
-    unset = [
-        w.path for w in model.weights if id(w) not in assigned and w is not position_ids
-    ]
-    if unset:
-        raise ValueError(f"Keras variables left unset by the converter: {unset}.")
+    check_complete(
+        model,
+        reader,
+        {id(variable) for variable, _, _ in entries},
+        skipped=[model.image_tower.backbone.embedding.position_ids],
+        layout="a plain CLIPModel checkpoint",
+    )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from keras_towers.converters.checks import square_size
+
 # transformers `hidden_act` -> the activation keras-hub's SigLIP layers take
 # ("gelu_approximate" is the tanh form, torch's gelu(approximate="tanh")).
 ACTIVATIONS = {
@@ -49,16 +51,6 @@ def _activation(name: str, field: str) -> str:
     return ACTIVATIONS[name]
 
 
-def _square(value, field: str) -> int:
-    if isinstance(value, (list, tuple)):
-        if len(set(value)) != 1:
-            raise NotImplementedError(
-                f"Only square sizes are supported. Received: {field}={value}."
-            )
-        value = value[0]
-    return int(value)
-
-
 def convert_config(hf_config: dict) -> dict:
     """transformers `SiglipConfig` (a dict) -> keras_towers constructor kwargs.
 
@@ -99,8 +91,8 @@ def convert_config(hf_config: dict) -> dict:
             f"Only RGB vision towers are supported. Received "
             f"vision_config.num_channels={vision['num_channels']}."
         )
-    image_size = _square(vision["image_size"], "vision_config.image_size")
-    patch_size = _square(vision["patch_size"], "vision_config.patch_size")
+    image_size = square_size(vision["image_size"], "vision_config.image_size")
+    patch_size = square_size(vision["patch_size"], "vision_config.patch_size")
     if image_size % patch_size:
         raise NotImplementedError(
             f"vision_config.image_size={image_size} is not a multiple of "

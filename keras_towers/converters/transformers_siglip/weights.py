@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from keras_towers.converters.checks import check_complete
 from keras_towers.converters.transformers_clip.weights import CheckpointReader
 from keras_towers.converters.transformers_clip.weights import _source_shape
 from keras_towers.converters.transformers_clip.weights import _transform
@@ -187,19 +188,13 @@ def convert_weights(model, reader: CheckpointReader) -> None:
                     f"{key!r} in {reader.file_of(key)} is not arange; custom "
                     "position ids are not supported."
                 )
-    unused = sorted(set(reader.keys()) - reader.used)
-    if unused:
-        raise ValueError(
-            f"{len(unused)} tensor(s) in {str(reader.path)!r} match no Keras "
-            f"variable (not a plain SiglipModel checkpoint?): {unused}."
-        )
-    assigned = {id(variable) for variable, _, _, _ in entries}
-    buffers = {
-        id(model.image_tower.backbone.embedding.position_ids),
-        id(model.text_tower.backbone.embedding.position_ids),
-    }
-    unset = [
-        w.path for w in model.weights if id(w) not in assigned and id(w) not in buffers
-    ]
-    if unset:
-        raise ValueError(f"Keras variables left unset by the converter: {unset}.")
+    check_complete(
+        model,
+        reader,
+        {id(variable) for variable, _, _, _ in entries},
+        skipped=[
+            model.image_tower.backbone.embedding.position_ids,
+            model.text_tower.backbone.embedding.position_ids,
+        ],
+        layout="a plain SiglipModel checkpoint",
+    )
