@@ -2,7 +2,8 @@
 # Check that an installed wheel (not only the source checkout) resolves every
 # shipped preset: build the wheel of this checkout, install it (--no-deps)
 # into a fresh venv whose dependencies come from the project's .venv, and,
-# from outside the repository, list the presets and load `shapes_clip_tiny`.
+# from outside the repository, list the presets and load `shapes_clip_tiny`,
+# and check the other package data (open_clip's BPE file) is installed.
 #
 # The fresh venv sees .venv's site-packages through a `.pth` line, which puts
 # the directory on sys.path without running its own `.pth` files, so the
@@ -160,5 +161,15 @@ check(
 )
 check(np.isfinite(embedding).all(), "encode_texts returned non-finite values")
 print(f"check_wheel: shapes_clip_tiny loaded, text embedding {embedding.shape}")
+
+# Package data outside the presets: open_clip's bundled BPE and its licence.
+from keras_towers.converters.open_clip import tokenizer as oc_tokenizer  # noqa: E402
+
+bpe = Path(oc_tokenizer.BPE_FILE).resolve()
+check(venv in bpe.parents and bpe.is_file(), f"the open_clip BPE file {bpe} is missing")
+check((bpe.parent / "BPE_LICENSE").is_file(), "converters/open_clip/BPE_LICENSE is missing")
+merges = oc_tokenizer.read_bpe_file(bpe)
+check(len(merges) == oc_tokenizer.NUM_MERGES, f"{len(merges)} BPE merges read")
+print(f"check_wheel: open_clip BPE shipped ({len(merges)} merges)")
 EOF
 echo "check_wheel: OK ($((SECONDS - start)) s)"
