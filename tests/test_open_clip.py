@@ -364,3 +364,19 @@ def test_convert_command_writes_a_native_preset_with_the_same_outputs(
     # A native preset is not converted again.
     assert main(["convert", str(target), str(tmp_path / "again")]) == 2
     assert "already a keras_towers preset" in capsys.readouterr().err
+
+
+@one_backend
+def test_the_built_class_follows_from_preset_and_the_checkpoint(reference):
+    # A base class builds CLIP (or SigLIP for a checkpoint with a logit bias),
+    # a CLIP subclass builds itself, an unrelated class is refused by name.
+    plain, biased = reference["root"] / "quickgelu", reference["root"] / "eos_bias"
+    loads = [
+        (keras_towers.ContrastiveModel, plain, keras_towers.CLIP),
+        (keras_towers.ContrastiveModel, biased, keras_towers.SigLIP),
+        (keras_towers.SigLIP, plain, keras_towers.SigLIP),
+    ]
+    for cls, path, expected in loads:
+        assert type(cls.from_preset(str(path), load_weights=False)) is expected
+    with pytest.raises(ValueError, match="open_clip checkpoint.*not ASIF"):
+        keras_towers.ASIF.from_preset(str(plain))

@@ -50,3 +50,28 @@ def check_complete(model, reader, assigned_ids, skipped=(), layout: str = "") ->
     ]
     if unset:
         raise ValueError(f"Keras variables left unset by the converter: {unset}.")
+
+
+def target_class(path, cls, default: type, family: type, checkpoint: str) -> type:
+    """The class a converter builds for `from_preset` called on `cls`.
+
+    `default` when `cls` is `None` or a base class of `default` (e.g.
+    `ContrastiveModel.from_preset(dir)`); `cls` itself when it is a subclass
+    of `family` (e.g. `SigLIP` for a CLIP checkpoint); otherwise a
+    `ValueError` naming the checkpoint (`checkpoint`, e.g. "a transformers
+    CLIP checkpoint") and the class it loads into.
+    """
+    if cls is None:
+        return default
+    if isinstance(cls, type):
+        if issubclass(default, cls):
+            return default
+        if issubclass(cls, family):
+            return cls
+    name = getattr(cls, "__name__", repr(cls))
+    raise ValueError(
+        f"{str(path)!r} is {checkpoint}, which loads into keras_towers."
+        f"{family.__name__} (or a subclass, or through a base class such as "
+        f"keras_towers.ContrastiveModel), not {name}. Load it with "
+        f"`keras_towers.{family.__name__}.from_preset`."
+    )

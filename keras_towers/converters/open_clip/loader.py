@@ -13,6 +13,7 @@ from pathlib import Path
 from keras_towers import presets
 from keras_towers.backbones import TextTransformer
 from keras_towers.backbones import VisionTransformer
+from keras_towers.converters.checks import target_class
 from keras_towers.converters.open_clip.config import convert_config
 from keras_towers.converters.open_clip.image_converter import load_image_converter
 from keras_towers.converters.open_clip.tokenizer import load_tokenizer
@@ -68,26 +69,6 @@ def load_preprocessor(path: str | os.PathLike, config: dict) -> ContrastivePrepr
     )
 
 
-def _target_class(path: Path, cls, has_bias: bool) -> type:
-    """`cls` if it is `CLIP` or a subclass; for a base class of `CLIP`
-    (e.g. `ContrastiveModel`, or `CLIP` itself for a checkpoint with a
-    logit bias) `SigLIP` when the checkpoint has a logit bias, else `CLIP`."""
-    default = SigLIP if has_bias else CLIP
-    if cls is None:
-        return default
-    if isinstance(cls, type):
-        if cls is CLIP or (issubclass(CLIP, cls)):
-            return default
-        if issubclass(cls, CLIP):
-            return cls
-    name = getattr(cls, "__name__", repr(cls))
-    raise ValueError(
-        f"{str(path)!r} is an open_clip checkpoint, which loads into "
-        "keras_towers.CLIP or SigLIP (or a subclass, or through a base class "
-        f"such as keras_towers.ContrastiveModel), not {name}."
-    )
-
-
 @presets.register_format(marker_file=CONFIG_FILE, name="open_clip")
 def load_open_clip(
     path: str | os.PathLike, cls=None, load_weights: bool = True, **kwargs
@@ -124,7 +105,9 @@ def load_open_clip(
     has_bias = converted["logit_bias_init"] is not None
     if reader is not None:
         has_bias = "logit_bias" in reader
-    cls = _target_class(path, cls, has_bias)
+    # A checkpoint trained with a logit bias becomes a SigLIP.
+    default = SigLIP if has_bias else CLIP
+    cls = target_class(path, cls, default, CLIP, "an open_clip checkpoint")
     if converted["patch_dropout"]:
         warnings.warn(
             f"open_clip vision_cfg.patch_dropout={converted['patch_dropout']} is "

@@ -14,6 +14,7 @@ import numpy as np
 from keras_towers import presets
 from keras_towers.backbones import TextTransformer
 from keras_towers.backbones import VisionTransformer
+from keras_towers.converters.checks import target_class
 from keras_towers.converters.transformers_clip.config import convert_config
 from keras_towers.converters.transformers_clip.image_converter import (
     load_image_converter,
@@ -57,25 +58,6 @@ def load_preprocessor(
     )
 
 
-def _target_class(path: Path, cls) -> type:
-    """The class to build: `cls` if it is `CLIP` or a subclass, `CLIP` for a
-    base class of it (e.g. `ContrastiveModel`), else a `ValueError`."""
-    if cls is None:
-        return CLIP
-    if isinstance(cls, type):
-        if issubclass(cls, CLIP):
-            return cls
-        if issubclass(CLIP, cls):
-            return CLIP
-    name = getattr(cls, "__name__", repr(cls))
-    raise ValueError(
-        f"{str(path)!r} is a transformers CLIP checkpoint, which loads into "
-        "keras_towers.CLIP (or a subclass, or through a base class such as "
-        f"keras_towers.ContrastiveModel), not {name}. Load it with "
-        "`keras_towers.CLIP.from_preset`."
-    )
-
-
 @presets.register_format("clip")
 def load_transformers_clip(
     path: str | os.PathLike, cls=None, load_weights: bool = True, **kwargs
@@ -101,7 +83,7 @@ def load_transformers_clip(
     ```
     """
     path = Path(path)
-    cls = _target_class(path, cls)
+    cls = target_class(path, cls, CLIP, CLIP, "a transformers CLIP checkpoint")
     hf_config = json.loads((path / CONFIG_FILE).read_text())
     converted = convert_config(hf_config)
     reader = CheckpointReader(path) if load_weights else None

@@ -13,6 +13,7 @@ import numpy as np
 from keras_hub.models import SigLIPTextEncoder
 
 from keras_towers import presets
+from keras_towers.converters.checks import target_class
 from keras_towers.converters.transformers_siglip.backbones import SigLIPImageEncoder
 from keras_towers.converters.transformers_siglip.config import convert_config
 from keras_towers.converters.transformers_siglip.image_converter import (
@@ -46,25 +47,6 @@ def load_preprocessor(path: str | os.PathLike, hf_config: dict) -> SigLIPPreproc
         lowercase=False,
         end_token_id=int(tokenizer.end_token_id),
         pad_token_id=int(tokenizer.pad_token_id),
-    )
-
-
-def _target_class(path: Path, cls) -> type:
-    """`cls` if it is `SigLIP` or a subclass, `SigLIP` for a base class of
-    it (`CLIP`, `ContrastiveModel`), else a `ValueError`."""
-    if cls is None:
-        return SigLIP
-    if isinstance(cls, type):
-        if issubclass(cls, SigLIP):
-            return cls
-        if issubclass(SigLIP, cls):
-            return SigLIP
-    name = getattr(cls, "__name__", repr(cls))
-    raise ValueError(
-        f"{str(path)!r} is a transformers SigLIP checkpoint, which loads into "
-        "keras_towers.SigLIP (or a subclass, or through a base class such as "
-        f"keras_towers.CLIP), not {name}. Load it with "
-        "`keras_towers.SigLIP.from_preset`."
     )
 
 
@@ -105,7 +87,7 @@ def load_transformers_siglip(
     ```
     """
     path = Path(path)
-    cls = _target_class(path, cls)
+    cls = target_class(path, cls, SigLIP, SigLIP, "a transformers SigLIP checkpoint")
     hf_config = json.loads((path / CONFIG_FILE).read_text())
     converted = convert_config(hf_config)
     reader = CheckpointReader(path) if load_weights else None
