@@ -51,7 +51,6 @@ from pathlib import Path
 
 import keras
 import tensorflow as tf
-from keras_hub.src.utils.tensor_utils import preprocessing_function
 
 from keras_towers.converters.transformers_clip.tokenizer import END_TOKEN
 from keras_towers.converters.transformers_clip.tokenizer import MERGES_FILE
@@ -661,9 +660,13 @@ class OpenCLIPTokenizer(TransformersCLIPTokenizer):
         super().__init__(vocabulary=vocabulary, merges=merges, **kwargs)
         self._cleaner = _OpenCLIPTextCleaner()
 
+    # Every symbol is in the byte-level vocabulary (`read_open_clip_bpe`
+    # accepts only OpenAI CLIP's BPE): no unknown-token mapping.
+    unknown_to_end_token = False
+
     def clean_texts(self, texts):
         """The texts as open_clip's tokenizer sees them before splitting."""
-        return self._cleaner.clean(tf.convert_to_tensor(texts))
+        return self._clean_tf(tf.convert_to_tensor(texts))
 
     def tokenize(self, inputs):
         # keras-hub runs the `tokenizers` library eagerly; open_clip's
@@ -671,50 +674,21 @@ class OpenCLIPTokenizer(TransformersCLIPTokenizer):
         self._check_vocabulary()
         return self._tokenize_tf(inputs)
 
-    @preprocessing_function
-    def _tokenize_tf(self, inputs):
+    def _clean_tf(self, texts):
+        return self._cleaner.clean(texts)
+
+    def _split_tf(self, texts):
+        """open_clip's pattern; its special tokens `<start_of_text>` and
+        `<end_of_text>` become the vocabulary's start and end tokens."""
         import tensorflow_text as tf_text
 
-        self._maybe_initialized_tf()
-        inputs = tf.convert_to_tensor(inputs)
-        unbatched = inputs.shape.rank == 0
-        if unbatched:
-            inputs = tf.expand_dims(inputs, 0)
-        if inputs.shape.rank != 1:
-            raise ValueError(
-                "`tokenize()` inputs should be a string, list of strings, or "
-                f"string tensor with rank < 2. Received: {inputs}"
-            )
-        texts = self._cleaner.clean(inputs)
         # Keep the matches; the pieces between them are single spaces.
         words = tf_text.regex_split(texts, SPLIT_PATTERN, SPLIT_PATTERN)
         words = tf.ragged.boolean_mask(words, tf.strings.strip(words) != "")
         flat = words.flat_values
         flat = tf.where(flat == OPEN_CLIP_START, START_TOKEN, flat)
         flat = tf.where(flat == OPEN_CLIP_END, END_TOKEN, flat)
-
-        cached = self.cache.lookup(flat)
-        unseen = tf.equal(cached, "")
-
-        def merge_unseen():
-            self._bpe_merge_and_update_cache_tf(tf.boolean_mask(flat, unseen))
-            return self.cache.lookup(flat)
-
-        merged = tf.cond(tf.reduce_any(unseen), merge_unseen, lambda: cached)
-        pieces = tf.strings.split(merged, sep=" ")
-        values = pieces.flat_values
-        if self.compute_dtype != tf.string:
-            values = tf.cast(self.token_to_id_map.lookup(values), self.compute_dtype)
-        tokens = tf.RaggedTensor.from_row_splits(
-            values, tf.gather(pieces.row_splits, words.row_splits)
-        )
-        if self.sequence_length:
-            shape = tokens.shape.as_list()
-            shape[-1] = self.sequence_length
-            tokens = tokens.to_tensor(shape=shape, default_value=self.pad_token_id)
-        if unbatched:
-            tokens = tf.squeeze(tokens, 0)
-        return tokens
+        return words.with_flat_values(flat)
 
 
 def load_tokenizer(

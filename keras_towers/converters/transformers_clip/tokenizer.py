@@ -63,10 +63,26 @@ class TransformersCLIPTokenizer(CLIPTokenizer):
     ```
     """
 
-    @preprocessing_function
-    def _tokenize_tf(self, inputs):
+    #: transformers maps symbols missing from the vocabulary to its unk
+    #: token, CLIP's end token (subclasses whose BPE covers every symbol may
+    #: turn this off).
+    unknown_to_end_token = True
+
+    def _clean_tf(self, texts):
+        """The texts as transformers' `CLIPTokenizer` sees them before
+        splitting: NFC, Unicode whitespace collapsed, lower case."""
+        return tf.strings.lower(_nfc_and_whitespace_tf(texts), encoding="utf-8")
+
+    def _split_tf(self, texts):
+        """Cleaned texts -> ragged BPE words (CLIP's pattern), blanks dropped."""
         import tensorflow_text as tf_text
 
+        # Keep the matches; the pieces between them are whitespace only.
+        words = tf_text.regex_split(texts, CLIP_SPLIT_PATTERN, CLIP_SPLIT_PATTERN)
+        return tf.ragged.boolean_mask(words, tf.strings.strip(words) != "")
+
+    @preprocessing_function
+    def _tokenize_tf(self, inputs):
         self._maybe_initialized_tf()
         inputs = tf.convert_to_tensor(inputs)
         unbatched = inputs.shape.rank == 0
@@ -77,11 +93,7 @@ class TransformersCLIPTokenizer(CLIPTokenizer):
                 "`tokenize()` inputs should be a string, list of strings, or "
                 f"string tensor with rank < 2. Received: {inputs}"
             )
-        texts = _nfc_and_whitespace_tf(inputs)
-        texts = tf.strings.lower(texts, encoding="utf-8")
-        # Keep the matches; the pieces between them are whitespace only.
-        words = tf_text.regex_split(texts, CLIP_SPLIT_PATTERN, CLIP_SPLIT_PATTERN)
-        words = tf.ragged.boolean_mask(words, tf.strings.strip(words) != "")
+        words = self._split_tf(self._clean_tf(inputs))
         flat = words.flat_values
 
         cached = self.cache.lookup(flat)
@@ -96,11 +108,10 @@ class TransformersCLIPTokenizer(CLIPTokenizer):
         values = pieces.flat_values
         if self.compute_dtype != tf.string:
             values = self.token_to_id_map.lookup(values)
-            # transformers maps out-of-vocabulary symbols to its unk token,
-            # CLIP's end token.
-            values = tf.where(
-                values < 0, tf.cast(self.end_token_id, values.dtype), values
-            )
+            if self.unknown_to_end_token:
+                values = tf.where(
+                    values < 0, tf.cast(self.end_token_id, values.dtype), values
+                )
             values = tf.cast(values, self.compute_dtype)
         tokens = tf.RaggedTensor.from_row_splits(
             values, tf.gather(pieces.row_splits, words.row_splits)
