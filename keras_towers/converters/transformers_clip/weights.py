@@ -233,23 +233,46 @@ _POSITION_ID_KEYS = (
 )
 
 
-def convert_weights(model, reader: CheckpointReader) -> None:
-    """Copy a transformers CLIP checkpoint into a converted keras_towers CLIP.
+def _expected_shape(kind: str, target: tuple, part) -> tuple:
+    """The checkpoint shape an entry reads: `_source_shape`, `(1,)` for a
+    `"scalar"` stored as one value, three times the rows for one third
+    (`part` 0, 1 or 2) of a stacked q/k/v tensor."""
+    if kind == "scalar":
+        return (1,)
+    shape = _source_shape(kind, target)
+    if part is not None:
+        shape = (3 * shape[0],) + shape[1:]
+    return shape
+
+
+def copy_tensors(
+    model, reader: CheckpointReader, entries, architecture: str, skipped=()
+) -> None:
+    """Copy checkpoint tensors into Keras variables by a weight map.
+
+    Args:
+        model: the converted model.
+        reader: the checkpoint's `CheckpointReader`.
+        entries: `(variable, key, transform)` or `(variable, key, transform,
+            part)` (see `weight_mapping`; `part` takes a third of a stacked
+            q/k/v tensor, `"scalar"` a one-value tensor).
+        architecture: the transformers class, for messages ("CLIPModel").
+        skipped: variables deliberately left alone (buffers).
 
     Raises `ValueError` naming the file and tensor for a missing tensor, a
     shape mismatch, a checkpoint tensor left unused, or a Keras variable
-    left unset.
+    left unset; `NotImplementedError` for custom position ids.
     """
-    entries = weight_mapping(model)
-    missing = [key for _, key, _ in entries if key not in reader]
+    entries = [(*entry, None)[:4] for entry in entries]
+    missing = sorted({key for _, key, _, _ in entries if key not in reader})
     if missing:
         raise ValueError(
             f"The checkpoint {str(reader.path)!r} lacks {len(missing)} tensor(s) "
-            f"that a CLIPModel with this config.json has: {missing}."
+            f"that a {architecture} with this config.json has: {missing}."
         )
-    for variable, key, kind in entries:
+    for variable, key, kind, part in entries:
         target = tuple(variable.shape)
-        expected = _source_shape(kind, target)
+        expected = _expected_shape(kind, target, part)
         found = reader.shape(key)
         if found != expected:
             raise ValueError(
@@ -258,7 +281,14 @@ def convert_weights(model, reader: CheckpointReader) -> None:
                 f"{variable.path!r} of shape {target}). The weights do not "
                 "match the config."
             )
-        value = _transform(kind, reader.get(key), target)
+        value = np.asarray(reader.get(key))
+        if kind == "scalar":
+            value = value.reshape(target)
+        else:
+            if part is not None:
+                rows = value.shape[0] // 3
+                value = value[part * rows : (part + 1) * rows]
+            value = _transform(kind, value, target)
         variable.assign(np.asarray(value, dtype=variable.dtype))
     for key in _POSITION_ID_KEYS:
         if key in reader:
@@ -271,7 +301,23 @@ def convert_weights(model, reader: CheckpointReader) -> None:
     check_complete(
         model,
         reader,
-        {id(variable) for variable, _, _ in entries},
+        {id(variable) for variable, _, _, _ in entries},
+        skipped=skipped,
+        layout=f"a plain {architecture} checkpoint",
+    )
+
+
+def convert_weights(model, reader: CheckpointReader) -> None:
+    """Copy a transformers CLIP checkpoint into a converted keras_towers CLIP.
+
+    Raises `ValueError` naming the file and tensor for a missing tensor, a
+    shape mismatch, a checkpoint tensor left unused, or a Keras variable
+    left unset.
+    """
+    copy_tensors(
+        model,
+        reader,
+        weight_mapping(model),
+        "CLIPModel",
         skipped=[model.image_tower.backbone.embedding.position_ids],
-        layout="a plain CLIPModel checkpoint",
     )

@@ -6,12 +6,8 @@ every Keras variable (but the `position_ids` buffers) set.
 
 from __future__ import annotations
 
-import numpy as np
-
-from keras_towers.converters.checks import check_complete
 from keras_towers.converters.transformers_clip.weights import CheckpointReader
-from keras_towers.converters.transformers_clip.weights import _source_shape
-from keras_towers.converters.transformers_clip.weights import _transform
+from keras_towers.converters.transformers_clip.weights import copy_tensors
 
 __all__ = ["CheckpointReader", "convert_weights", "weight_mapping"]
 
@@ -132,69 +128,18 @@ def weight_mapping(model) -> list[tuple]:
     return entries
 
 
-def _expected_shape(kind: str, target: tuple, part) -> tuple:
-    if kind == "scalar":
-        return (1,)
-    shape = _source_shape(kind, target)
-    if part is not None:
-        shape = (3 * shape[0],) + shape[1:]
-    return shape
-
-
-# Buffers some checkpoints hold: checked (must be `arange`), not loaded.
-_POSITION_ID_KEYS = (
-    "vision_model.embeddings.position_ids",
-    "text_model.embeddings.position_ids",
-)
-
-
 def convert_weights(model, reader: CheckpointReader) -> None:
     """Copy a transformers SigLIP checkpoint into a converted keras_towers
     SigLIP. Raises `ValueError` naming the file and tensor for a missing
     tensor, a shape mismatch, a checkpoint tensor left unused, or a Keras
     variable left unset."""
-    entries = weight_mapping(model)
-    missing = sorted({key for _, key, _, _ in entries if key not in reader})
-    if missing:
-        raise ValueError(
-            f"The checkpoint {str(reader.path)!r} lacks {len(missing)} tensor(s) "
-            f"that a SiglipModel with this config.json has: {missing}."
-        )
-    for variable, key, kind, part in entries:
-        target = tuple(variable.shape)
-        expected = _expected_shape(kind, target, part)
-        found = reader.shape(key)
-        if found != expected:
-            raise ValueError(
-                f"Tensor {key!r} in {reader.file_of(key)} has shape {found}, but "
-                f"config.json implies {expected} (for Keras variable "
-                f"{variable.path!r} of shape {target}). The weights do not "
-                "match the config."
-            )
-        value = np.asarray(reader.get(key))
-        if kind == "scalar":
-            value = value.reshape(target)
-        else:
-            if part is not None:
-                rows = value.shape[0] // 3
-                value = value[part * rows : (part + 1) * rows]
-            value = _transform(kind, value, target)
-        variable.assign(np.asarray(value, dtype=variable.dtype))
-    for key in _POSITION_ID_KEYS:
-        if key in reader:
-            ids = np.asarray(reader.get(key)).reshape(-1)
-            if not np.array_equal(ids, np.arange(ids.size)):
-                raise NotImplementedError(
-                    f"{key!r} in {reader.file_of(key)} is not arange; custom "
-                    "position ids are not supported."
-                )
-    check_complete(
+    copy_tensors(
         model,
         reader,
-        {id(variable) for variable, _, _, _ in entries},
+        weight_mapping(model),
+        "SiglipModel",
         skipped=[
             model.image_tower.backbone.embedding.position_ids,
             model.text_tower.backbone.embedding.position_ids,
         ],
-        layout="a plain SiglipModel checkpoint",
     )
