@@ -28,7 +28,6 @@ import warnings
 import keras
 import numpy as np
 import tensorflow as tf
-from keras_hub.src.utils.tensor_utils import preprocessing_function
 
 from keras_towers.converters.transformers_clip.image_converter import (
     TransformersImageConverter,
@@ -135,7 +134,7 @@ class OpenCLIPImageConverter(TransformersImageConverter):
     def call(self, inputs):
         if isinstance(inputs, dict):
             raise ValueError("OpenCLIPImageConverter takes image tensors, not dicts.")
-        return self._transform(inputs)
+        return self._resize_crop_normalize(inputs)
 
     def _resized_size(self, height, width):
         target_h, target_w = self.image_size
@@ -160,7 +159,7 @@ class OpenCLIPImageConverter(TransformersImageConverter):
             tf.maximum(_round_half_even(w / ratio), 1),
         )
 
-    def _center_crop_or_pad(self, images, height, width):
+    def _frame(self, images, height, width):
         """torchvision's centre crop (offset `int(round(diff / 2))`), after
         padding a side shorter than the target (`diff // 2` before)."""
         target_h, target_w = self.image_size
@@ -183,26 +182,6 @@ class OpenCLIPImageConverter(TransformersImageConverter):
         left = _round_half_even(tf.cast(width - target_w, "float64") / 2.0)
         images = images[:, top : top + target_h, left : left + target_w, :]
         return tf.ensure_shape(images, [None, target_h, target_w, None])
-
-    @preprocessing_function
-    def _transform(self, images):
-        images = tf.cast(tf.convert_to_tensor(images), "float32")
-        unbatched = images.shape.rank == 3
-        if unbatched:
-            images = images[None]
-        shape = tf.shape(images)
-        height, width = shape[1], shape[2]
-        new_height, new_width = self._resized_size(height, width)
-
-        images = self._resample_passes(images, height, width, new_height, new_width)
-        images = self._center_crop_or_pad(images, new_height, new_width)
-        if self.scale is not None:
-            images = images * tf.constant(self.scale, "float32")
-        if self.offset is not None:
-            images = images + tf.constant(self.offset, "float32")
-        if unbatched:
-            images = images[0]
-        return images
 
     def get_config(self):
         config = super().get_config()

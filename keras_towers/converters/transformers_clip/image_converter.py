@@ -187,48 +187,62 @@ class TransformersImageConverter(ImageConverter):
             resized = tf.clip_by_value(tf.floor(resized + 0.5), 0.0, 255.0)
         return resized
 
+    def _resized_size(self, height, width):
+        """The size PIL resizes to: the shortest edge to `shortest_edge`
+        (the long one to `int(size * long / short)`), or `resize_size`."""
+        if self.shortest_edge is None:
+            return (
+                tf.constant(self.resize_size[0], "int32"),
+                tf.constant(self.resize_size[1], "int32"),
+            )
+        short = tf.minimum(height, width)
+        long = tf.maximum(height, width)
+        # transformers: int(size * long / short), in float64 like Python.
+        new_long = tf.cast(
+            tf.cast(self.shortest_edge * long, "float64") / tf.cast(short, "float64"),
+            "int32",
+        )
+        portrait = width <= height
+        return (
+            tf.where(portrait, new_long, self.shortest_edge),
+            tf.where(portrait, self.shortest_edge, new_long),
+        )
+
+    def _frame(self, images, height, width):
+        """The resized `(height, width)` images to `image_size`:
+        transformers' centre crop at offset `(size - crop) // 2`."""
+        crop_height, crop_width = self.image_size
+        checks = [
+            tf.debugging.assert_greater_equal(
+                height,
+                crop_height,
+                message="The resized image is smaller than the crop size.",
+            ),
+            tf.debugging.assert_greater_equal(
+                width,
+                crop_width,
+                message="The resized image is smaller than the crop size.",
+            ),
+        ]
+        with tf.control_dependencies(checks):
+            top = (height - crop_height) // 2
+            left = (width - crop_width) // 2
+        images = images[:, top : top + crop_height, left : left + crop_width, :]
+        return tf.ensure_shape(images, [None, crop_height, crop_width, None])
+
     @preprocessing_function
     def _resize_crop_normalize(self, images):
+        """Resize (`_resized_size`, PIL's passes), frame (`_frame`), then
+        `x * scale + offset`; subclasses change the first two."""
         images = tf.cast(tf.convert_to_tensor(images), "float32")
         unbatched = images.shape.rank == 3
         if unbatched:
             images = images[None]
         shape = tf.shape(images)
         height, width = shape[1], shape[2]
-        if self.shortest_edge is not None:
-            short = tf.minimum(height, width)
-            long = tf.maximum(height, width)
-            # transformers: int(size * long / short), in float64 like Python.
-            new_long = tf.cast(
-                tf.cast(self.shortest_edge * long, "float64")
-                / tf.cast(short, "float64"),
-                "int32",
-            )
-            portrait = width <= height
-            new_height = tf.where(portrait, new_long, self.shortest_edge)
-            new_width = tf.where(portrait, self.shortest_edge, new_long)
-        else:
-            new_height = tf.constant(self.resize_size[0], "int32")
-            new_width = tf.constant(self.resize_size[1], "int32")
+        new_height, new_width = self._resized_size(height, width)
         images = self._resample_passes(images, height, width, new_height, new_width)
-        crop_height, crop_width = self.image_size
-        checks = [
-            tf.debugging.assert_greater_equal(
-                new_height,
-                crop_height,
-                message="The resized image is smaller than the crop size.",
-            ),
-            tf.debugging.assert_greater_equal(
-                new_width,
-                crop_width,
-                message="The resized image is smaller than the crop size.",
-            ),
-        ]
-        with tf.control_dependencies(checks):
-            top = (new_height - crop_height) // 2
-            left = (new_width - crop_width) // 2
-        images = images[:, top : top + crop_height, left : left + crop_width, :]
-        images = tf.ensure_shape(images, [None, crop_height, crop_width, None])
+        images = self._frame(images, new_height, new_width)
         if self.scale is not None:
             images = images * tf.constant(self.scale, "float32")
         if self.offset is not None:
