@@ -21,6 +21,29 @@ import math
 
 from keras_towers.converters.checks import square_size
 
+# The transformer-block fields CLIPVisionCfg and CLIPTextCfg share, with
+# their defaults, and what each would need when not left at it.
+_BLOCK_DEFAULTS = {
+    "act_kwargs": None,
+    "norm_kwargs": None,
+    "block_type": None,
+    "qk_norm": False,
+    "scaled_cosine_attn": False,
+    "scale_heads": False,
+    "scale_attn_inner": False,
+    "scale_attn": False,
+    "scale_fc": False,
+}
+_UNSUPPORTED_BLOCK = {
+    "act_kwargs": "custom activation arguments",
+    "block_type": "a custom attention block",
+    "qk_norm": "q/k LayerNorm",
+    "scaled_cosine_attn": "scaled cosine attention",
+    "scale_heads": "per-head attention scales",
+    "scale_attn_inner": "a LayerNorm inside attention",
+    "scale_attn": "a LayerNorm after attention",
+    "scale_fc": "a LayerNorm inside the MLP",
+}
 # open_clip's dataclass defaults (model.py, CLIPVisionCfg / CLIPTextCfg).
 VISION_DEFAULTS = {
     "layers": 12,
@@ -37,15 +60,7 @@ VISION_DEFAULTS = {
     "final_ln_after_pool": False,
     "pool_type": "tok",
     "output_tokens": False,
-    "act_kwargs": None,
-    "norm_kwargs": None,
-    "block_type": None,
-    "qk_norm": False,
-    "scaled_cosine_attn": False,
-    "scale_heads": False,
-    "scale_attn_inner": False,
-    "scale_attn": False,
-    "scale_fc": False,
+    **_BLOCK_DEFAULTS,
     "timm_model_name": None,
 }
 TEXT_DEFAULTS = {
@@ -68,15 +83,7 @@ TEXT_DEFAULTS = {
     "proj_bias": False,
     "proj_type": "linear",
     "output_tokens": False,
-    "act_kwargs": None,
-    "norm_kwargs": None,
-    "block_type": None,
-    "qk_norm": False,
-    "scaled_cosine_attn": False,
-    "scale_heads": False,
-    "scale_attn_inner": False,
-    "scale_attn": False,
-    "scale_fc": False,
+    **_BLOCK_DEFAULTS,
     "hf_model_name": None,
 }
 # Fields that must keep their default: field -> what it would need.
@@ -84,14 +91,7 @@ _UNSUPPORTED_VISION = {
     "timm_model_name": "a timm image trunk",
     "attentional_pool": "an attentional pooler",
     "no_ln_pre": "a ViT without ln_pre",
-    "act_kwargs": "custom activation arguments",
-    "block_type": "a custom attention block",
-    "qk_norm": "q/k LayerNorm",
-    "scaled_cosine_attn": "scaled cosine attention",
-    "scale_heads": "per-head attention scales",
-    "scale_attn_inner": "a LayerNorm inside attention",
-    "scale_attn": "a LayerNorm after attention",
-    "scale_fc": "a LayerNorm inside the MLP",
+    **_UNSUPPORTED_BLOCK,
 }
 _UNSUPPORTED_TEXT = {
     "hf_model_name": "a Hugging Face text trunk",
@@ -99,14 +99,7 @@ _UNSUPPORTED_TEXT = {
     "tokenizer_mode": "another tokenizer mode",
     "embed_cls": "a CoCa-style text CLS token",
     "no_causal_mask": "a non-causal text tower",
-    "act_kwargs": "custom activation arguments",
-    "block_type": "a custom attention block",
-    "qk_norm": "q/k LayerNorm",
-    "scaled_cosine_attn": "scaled cosine attention",
-    "scale_heads": "per-head attention scales",
-    "scale_attn_inner": "a LayerNorm inside attention",
-    "scale_attn": "a LayerNorm after attention",
-    "scale_fc": "a LayerNorm inside the MLP",
+    **_UNSUPPORTED_BLOCK,
 }
 _UNSUPPORTED_TOP = {
     "custom_text": "the CustomTextCLIP layout (text weights under `text.`)",
