@@ -8,8 +8,13 @@ method (CLIP, LiT, Three Towers, ...).
 
 The batch that an objective sees is the *global* batch: all `B` images are
 contrasted against all `B` captions. Under a Keras data-parallel distribution
-the embeddings are global arrays, so the loss is the full `B x B` loss and no
-gradient rescaling is needed.
+(JAX) the embeddings are global arrays, so the loss is the full `B x B` loss
+and no gradient rescaling is needed. Under `tf.distribute` each replica holds
+only its rows; an objective may then carry a *rows form* (`infonce_rows`,
+`sigmoid_rows`, attached with `register_rows_form`): this replica's image and
+text rows against the gathered columns, returning its share of the global
+loss, so that the shares of all replicas sum to the dense value
+(`keras_towers.distributed.pair_loss`).
 """
 
 from __future__ import annotations
@@ -55,6 +60,24 @@ def register_objective(name: str, diagnostics=PAIR_DIAGNOSTICS):
         OBJECTIVES.add(name, fn, override=False)
         fn.diagnostics = tuple(diagnostics)
         fn.objective_name = name
+        return fn
+
+    return decorator
+
+
+def register_rows_form(objective):
+    """Attach the decorated function as `objective`'s rows form.
+
+    A rows form takes `(image_rows, text_rows, image_columns, text_columns,
+    row_offset, *scalars)`: this shard's `b` rows of each modality, the
+    gathered `N` rows of both, and the index of the shard's first row among
+    them. It returns `(share, diagnostics)` where the shares of all shards sum
+    to the objective on the whole batch, and diagnostics are over the
+    shard's rows.
+    """
+
+    def decorator(fn):
+        objective.rows_form = fn
         return fn
 
     return decorator
@@ -184,3 +207,82 @@ def sigmoid_loss(image_embeddings, text_embeddings, logit_scale, logit_bias):
     # log sigmoid(x) = -softplus(-x), stable for large |x|.
     loss = ops.sum(ops.softplus(-signs * logits)) / ops.cast(batch_size, "float32")
     return loss, _pair_diagnostics(logits)
+
+
+def _rows_diagnostics(i2t_logits, t2i_logits, row_offset):
+    """`_pair_diagnostics` over a shard of rows: `i2t_logits` are its images
+    against all texts, `t2i_logits` its texts against all images."""
+    rows, columns = ops.shape(i2t_logits)[0], ops.shape(i2t_logits)[1]
+    labels = ops.cast(row_offset, "int32") + ops.arange(rows, dtype="int32")
+    positives = ops.one_hot(labels, columns, dtype=i2t_logits.dtype)
+    i2t = ops.cast(ops.argmax(i2t_logits, axis=1), "int32")
+    t2i = ops.cast(ops.argmax(t2i_logits, axis=1), "int32")
+    b = ops.cast(rows, i2t_logits.dtype)
+    n = ops.cast(columns, i2t_logits.dtype)
+    positive = ops.sum(i2t_logits * positives)
+    negative = ops.sum(i2t_logits) - positive
+    return {
+        "i2t_accuracy": ops.mean(ops.cast(ops.equal(i2t, labels), "float32")),
+        "t2i_accuracy": ops.mean(ops.cast(ops.equal(t2i, labels), "float32")),
+        "positive_logit": positive / b,
+        "negative_logit": negative / ops.maximum(b * n - b, 1.0),
+    }, positives
+
+
+@register_rows_form(infonce_loss)
+def infonce_rows(
+    image_rows,
+    text_rows,
+    image_columns,
+    text_columns,
+    row_offset,
+    logit_scale,
+    label_smoothing: float = 0.0,
+):
+    """This shard's share of `infonce_loss` over the gathered batch.
+
+    Image rows against all texts give the shard's image-to-text terms, text
+    rows against all images its text-to-image terms (the columns of the
+    dense `S`): `sum(CE) / (2N)` over both, so the shares of all shards sum
+    to the dense loss, and with one shard it is the dense loss.
+    """
+    if not 0.0 <= float(label_smoothing) < 1.0:
+        raise ValueError(
+            "`label_smoothing` must be in [0, 1). "
+            f"Received: label_smoothing={label_smoothing}"
+        )
+    i2t = _similarity_logits(image_rows, text_columns, logit_scale)
+    t2i = _similarity_logits(text_rows, image_columns, logit_scale)
+    diagnostics, targets = _rows_diagnostics(i2t, t2i, row_offset)
+    n = ops.cast(ops.shape(i2t)[1], i2t.dtype)
+    if label_smoothing:
+        targets = targets * (1.0 - label_smoothing) + label_smoothing / n
+    total = -ops.sum(targets * ops.log_softmax(i2t, axis=-1)) - ops.sum(
+        targets * ops.log_softmax(t2i, axis=-1)
+    )
+    return total / (2.0 * n), diagnostics
+
+
+@register_rows_form(sigmoid_loss)
+def sigmoid_rows(
+    image_rows,
+    text_rows,
+    image_columns,
+    text_columns,
+    row_offset,
+    logit_scale,
+    logit_bias,
+):
+    """This shard's share of `sigmoid_loss` over the gathered batch: its
+    image rows against all texts, `sum(softplus(-z * logits)) / N` (every
+    pair belongs to exactly one image row, so the shares sum to the dense
+    loss). The text rows serve only the text-to-image diagnostic."""
+    logits = _similarity_logits(image_rows, text_columns, logit_scale)
+    logits = logits + ops.cast(logit_bias, logits.dtype)
+    t2i = ops.stop_gradient(_similarity_logits(text_rows, image_columns, logit_scale))
+    diagnostics, positives = _rows_diagnostics(
+        logits, t2i + ops.cast(logit_bias, t2i.dtype), row_offset
+    )
+    signs = 2.0 * positives - 1.0
+    n = ops.cast(ops.shape(logits)[1], logits.dtype)
+    return ops.sum(ops.softplus(-signs * logits)) / n, diagnostics

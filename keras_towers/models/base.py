@@ -15,6 +15,7 @@ import numpy as np
 import tensorflow as tf
 from keras_hub.src.utils.python_utils import classproperty
 
+from keras_towers import distributed
 from keras_towers import presets as preset_lib
 from keras_towers.preprocessing import IMAGE_KEY
 from keras_towers.preprocessing import TEXT_KEY
@@ -82,6 +83,7 @@ class ContrastiveModel(keras.Model):
         A `tf.data.Dataset` of raw batches (or a dict of arrays and strings)
         is preprocessed with `self.preprocessor` inside the pipeline.
         """
+        distributed.check_fit_supported(self)
         prepared = self._prepare(x, batch_size, shuffle=shuffle)
         validation = kwargs.get("validation_data")
         if isinstance(validation, (dict, tf.data.Dataset)):
@@ -92,6 +94,20 @@ class ContrastiveModel(keras.Model):
         return super().fit(
             prepared, y, batch_size=batch_size, shuffle=shuffle, **kwargs
         )
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        # Under a tf.distribute strategy, Keras 3.15 reads the shapes of the
+        # first batch by MEAN-reducing it across replicas, which fails on
+        # boolean padding masks (AddN has no bool kernel). One replica's
+        # shard has the same structure and dtypes: build from that instead.
+        if iterator is not None and getattr(self, "_distribute_strategy", None):
+            for _, _, batches in iterator:
+                data_batch = tf.nest.map_structure(
+                    distributed.first_replica_value, next(batches)
+                )
+                break
+            iterator = None
+        return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
 
     def evaluate(self, x=None, y=None, batch_size=None, **kwargs):
         prepared = self._prepare(x, batch_size)

@@ -7,6 +7,7 @@ import math
 import keras
 from keras import ops
 
+from keras_towers import distributed
 from keras_towers import from_scratch
 from keras_towers import objectives
 from keras_towers import objectives_chunked  # noqa: F401 (registers them)
@@ -233,14 +234,15 @@ class CLIP(ContrastiveModel):
             or "image_embeddings" not in y_pred
         ):
             raise ValueError("Training CLIP needs images and texts in every batch.")
-        loss, diagnostics = self.objective(
+        loss, diagnostics = distributed.pair_loss(
+            self.objective,
             y_pred["image_embeddings"],
             y_pred["text_embeddings"],
             **self.objective_kwargs(),
         )
         self._update_diagnostics(diagnostics)
         if self.losses:
-            loss = loss + ops.sum(self.losses)
+            loss = loss + distributed.scale_to_replicas(ops.sum(self.losses))
         return loss
 
     def compile(
@@ -264,7 +266,8 @@ class CLIP(ContrastiveModel):
             weight_decay: float, for `"auto"`.
             **kwargs: passed to `keras.Model.compile`. On tensorflow,
                 `jit_compile` defaults to `True` (XLA), which Keras' "auto"
-                leaves off on CPU; other backends keep Keras' default.
+                leaves off on CPU (except under a multi-replica
+                `tf.distribute` strategy); other backends keep Keras' default.
                 `loss` is not accepted: the objective is part of the model.
         """
         if "loss" in kwargs:
@@ -283,9 +286,12 @@ class CLIP(ContrastiveModel):
         if (
             kwargs.get("jit_compile", "auto") == "auto"
             and keras.config.backend() == "tensorflow"
+            and distributed.num_replicas(self) == 1
         ):
             # Keras' "auto" leaves XLA off for tensorflow on CPU; with it the
             # train step is ~1.3x faster (benchmarks/clip_train_step.py).
+            # Not under a multi-replica tf.distribute strategy: there XLA
+            # fails to reach the mirrored variables of the other devices.
             kwargs["jit_compile"] = True
         # A built optimizer (recompiling to continue training with it) keeps
         # the exclusions it was built with.

@@ -219,6 +219,13 @@ class ProtoCLIP(LiT):
         - [Chen et al., 2022](https://arxiv.org/abs/2206.10996)
     """
 
+    supports_replicas = False
+    supports_accumulation = False
+    replicas_unsupported_reason = (
+        "its BatchNorm heads would see per-replica statistics and its "
+        "prototype losses local rows only."
+    )
+
     def __init__(
         self,
         image_tower: ImageTower | None = None,

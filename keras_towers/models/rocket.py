@@ -171,6 +171,13 @@ class CLIPRocket(LiT):
         - [Fini et al., 2023](https://arxiv.org/abs/2305.08675)
     """
 
+    supports_replicas = False
+    supports_accumulation = False
+    replicas_unsupported_reason = (
+        "its BatchNorm heads and SSL add-ons (BarLIP's cross-correlation, "
+        "SwALIP's Sinkhorn sums) would see per-replica statistics."
+    )
+
     def __init__(
         self,
         image_tower: ImageTower | None = None,

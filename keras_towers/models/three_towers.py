@@ -8,6 +8,7 @@ import warnings
 import keras
 import keras_hub
 
+from keras_towers import distributed
 from keras_towers import from_scratch
 from keras_towers import pretrained
 from keras_towers.feature_cache import FeatureSource
@@ -433,19 +434,22 @@ class ThreeTowers(CLIP):
                 "loaded with its third tower)."
             )
         smoothing = {"label_smoothing": self.label_smoothing}
-        main, main_diag = self.objective(
+        main, main_diag = distributed.pair_loss(
+            self.objective,
             y_pred["image_embeddings"],
             y_pred["text_embeddings"],
             logit_scale=self._scale(self.logit_scale),
             **smoothing,
         )
-        image_third, image_diag = self.objective(
+        image_third, image_diag = distributed.pair_loss(
+            self.objective,
             y_pred["image_alignment_embeddings"],
             y_pred["third_embeddings"],
             logit_scale=self._scale(self.image_third_logit_scale),
             **smoothing,
         )
-        text_third, text_diag = self.objective(
+        text_third, text_diag = distributed.pair_loss(
+            self.objective,
             y_pred["text_alignment_embeddings"],
             y_pred["third_embeddings"],
             logit_scale=self._scale(self.text_third_logit_scale),
@@ -455,14 +459,20 @@ class ThreeTowers(CLIP):
         loss = w1 * main + w2 * image_third + w3 * text_third
         self._update_diagnostics(
             {
-                **dict(zip(PAIR_LOSSES, (main, image_third, text_third), strict=True)),
+                **dict(
+                    zip(
+                        PAIR_LOSSES,
+                        map(distributed.share_to_log, (main, image_third, text_third)),
+                        strict=True,
+                    )
+                ),
                 **main_diag,
                 **_renamed(image_diag, "image_third", "i", "h"),
                 **_renamed(text_diag, "text_third", "t", "h"),
             }
         )
         if self.losses:
-            loss = loss + keras.ops.sum(self.losses)
+            loss = loss + distributed.scale_to_replicas(keras.ops.sum(self.losses))
         return loss
 
     def get_config(self):
