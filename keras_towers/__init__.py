@@ -13,9 +13,11 @@ from keras_towers import backbones
 from keras_towers import clustering
 from keras_towers import converters
 from keras_towers import datasets
+from keras_towers import distributed
 from keras_towers import efficientnet_lite
 from keras_towers import evaluation
 from keras_towers import from_scratch
+from keras_towers import layout_maps
 from keras_towers import objectives
 from keras_towers import objectives_chunked
 from keras_towers import objectives_rocket
@@ -70,8 +72,10 @@ __all__ = [
     "converters",
     "efficientnet_lite",
     "datasets",
+    "distributed",
     "evaluation",
     "from_scratch",
+    "layout_maps",
     "objectives",
     "objectives_chunked",
     "objectives_rocket",

@@ -25,6 +25,10 @@ BACKENDS = {
     "three_towers.py": ("torch", "tensorflow"),
     "protoclip.py": ("torch", "jax"),
     "improved_recipe.py": ("torch", "jax"),
+    # keras.distribution is JAX only; in-process it sees one device (XLA's
+    # device count is fixed when JAX starts): `tests/test_distributed_jax.py`
+    # runs the same API on 4 simulated devices.
+    "distributed.py": ("jax",),
 }
 
 
