@@ -15,6 +15,7 @@ import numpy as np
 import tensorflow as tf
 from keras_hub.src.utils.python_utils import classproperty
 
+from keras_towers import accumulation
 from keras_towers import distributed
 from keras_towers import presets as preset_lib
 from keras_towers.preprocessing import IMAGE_KEY
@@ -30,9 +31,23 @@ class ContrastiveModel(keras.Model):
 
     diagnostic_names: tuple = ()
 
+    #: Whether `fit(accumulation_steps=M)` with `M > 1` is exact for this
+    #: method (see `keras_towers.accumulation`); `False` refuses it.
+    supports_accumulation: bool = True
+    _accumulation_steps: int = 1
+
     def _init_diagnostics(self, names):
         self.diagnostic_names = tuple(names)
         self.diagnostic_trackers = [keras.metrics.Mean(name=n) for n in names]
+
+    def with_layer_losses(self, loss):
+        """`loss` plus the layers' own losses (regularisers), the latter as
+        this replica's share under `tf.distribute`."""
+        if not self.losses:
+            return loss
+        # A plain list: jax cannot convert Keras' tracked list of tracers.
+        total = keras.ops.sum(list(self.losses))
+        return loss + distributed.scale_to_replicas(total)
 
     def _update_diagnostics(self, diagnostics: dict, prefix: str = ""):
         by_name = {t.name: t for t in self.diagnostic_trackers}
@@ -77,13 +92,47 @@ class ContrastiveModel(keras.Model):
                 x = x.prefetch(tf.data.AUTOTUNE)
         return x
 
-    def fit(self, x=None, y=None, batch_size=None, shuffle=True, **kwargs):
+    def fit(
+        self,
+        x=None,
+        y=None,
+        batch_size=None,
+        shuffle=True,
+        *,
+        accumulation_steps=1,
+        **kwargs,
+    ):
         """`keras.Model.fit`, accepting raw `{"images", "texts"}` data.
 
         A `tf.data.Dataset` of raw batches (or a dict of arrays and strings)
         is preprocessed with `self.preprocessor` inside the pipeline.
+
+        Args:
+            accumulation_steps: int >= 1. Split every batch into this many
+                micro-batches and accumulate their gradients with full-batch
+                negatives (GradCache, see `keras_towers.accumulation`): the
+                step is the same as one step on the whole batch (exactly, for
+                towers without dropout and without BatchNorm in training
+                mode), with the activation memory of one micro-batch, at the
+                cost of one extra forward pass. The setting stays on the
+                model (`train_on_batch` uses it) until the next `fit`.
+            **kwargs: passed to `keras.Model.fit`.
         """
         distributed.check_fit_supported(self)
+        steps = accumulation.check_accumulation_steps(accumulation_steps)
+        if steps > 1 and not self.supports_accumulation:
+            raise NotImplementedError(
+                f"{type(self).__name__} does not support `accumulation_steps` > 1 "
+                f"(received accumulation_steps={steps}): its training uses "
+                "statistics of the whole batch in its own layers (BatchNorm "
+                "heads, several views per sample), which micro-batches would "
+                "change. Train it with `accumulation_steps=1`."
+            )
+        if steps != self._accumulation_steps:
+            self._accumulation_steps = steps
+            # Keras caches the compiled step (on every backend, including
+            # jax's jitted `train_step`, in `train_function`).
+            self.train_function = None
         prepared = self._prepare(x, batch_size, shuffle=shuffle)
         validation = kwargs.get("validation_data")
         if isinstance(validation, (dict, tf.data.Dataset)):
@@ -108,6 +157,14 @@ class ContrastiveModel(keras.Model):
                 break
             iterator = None
         return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
+
+    def train_step(self, *args):
+        """Keras' train step, or with `fit(accumulation_steps=M > 1)` the
+        accumulated one of `keras_towers.accumulation` (`(state, data)` on
+        jax, `(data,)` on the other backends)."""
+        if self._accumulation_steps > 1:
+            return accumulation.train_step(self, *args)
+        return super().train_step(*args)
 
     def evaluate(self, x=None, y=None, batch_size=None, **kwargs):
         prepared = self._prepare(x, batch_size)

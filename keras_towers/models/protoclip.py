@@ -498,9 +498,7 @@ class ProtoCLIP(LiT):
             external_weight=self.external_weight * active,
         )
         self._update_diagnostics(diagnostics)
-        if self.losses:
-            loss = loss + ops.sum(self.losses)
-        return loss
+        return self.with_layer_losses(loss)
 
     def compile(self, optimizer="auto", **kwargs):
         """`CLIP.compile`; the prototype heads also get no weight decay.

@@ -588,9 +588,7 @@ class CLIPRocket(LiT):
             )
         loss, diagnostics = self.loss_terms(y_pred)
         self._update_diagnostics(diagnostics)
-        if self.losses:
-            loss = loss + ops.sum(self.losses)
-        return loss
+        return self.with_layer_losses(loss)
 
     def loss_terms(self, y_pred) -> tuple:
         """`(loss, diagnostics)` of `y_pred` (the output of `call`):
