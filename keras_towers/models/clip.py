@@ -241,9 +241,7 @@ class CLIP(ContrastiveModel):
             **self.objective_kwargs(),
         )
         self._update_diagnostics(diagnostics)
-        if self.losses:
-            loss = loss + distributed.scale_to_replicas(ops.sum(self.losses))
-        return loss
+        return self.with_layer_losses(loss)
 
     def compile(
         self,

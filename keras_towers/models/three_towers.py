@@ -471,9 +471,7 @@ class ThreeTowers(CLIP):
                 **_renamed(text_diag, "text_third", "t", "h"),
             }
         )
-        if self.losses:
-            loss = loss + distributed.scale_to_replicas(keras.ops.sum(self.losses))
-        return loss
+        return self.with_layer_losses(loss)
 
     def get_config(self):
         config = super().get_config()
