@@ -256,6 +256,11 @@ def test_fit_on_augmented_views_through_tf_data():
 # `tests/test_rocket_parity.py` (the same numbers as a stored reference).
 
 
+# Six steps cost 20-40 s on jax and tensorflow; the step's numbers are checked
+# on every backend by the parity test above, so the trend runs on torch.
+@pytest.mark.skipif(
+    keras.backend.backend() != "torch", reason="parity covers the step; runs on torch"
+)
 def test_loss_decreases_on_a_fixed_batch(raw):
     model = CLIPRocket.tiny(addon="siamlip")
     model.compile(learning_rate=2e-3, jit_compile=False)
