@@ -11,6 +11,9 @@ contender. This module has the parts that do not depend on what is timed:
 - driver side: `Worker` (one subprocess and its log), `Contender` and
   `worker_pool` (start and finally close workers), `wait_ready`, `run_rounds`
   (the interleaved-rounds loop), `worker_command` and `_env`;
+- one-shot memory probes (a fresh child process per measurement):
+  `timed_peak` (times and peak-RSS rise of repeated steps, child side),
+  `send_result` / `run_child` (a result line back to the driver);
 - machine: `peak_worker` / `measure_peak` (fp32 matmul peak), `cpu_jiffies`,
   `busy_fraction` and `wait_for_quiet` (wait for other processes to leave
   the CPUs idle), `quantiles`, `machine_info`, `make_log_dir`.
@@ -50,6 +53,7 @@ import tempfile
 import time
 
 PROTOCOL_PREFIX = "@@bench "
+RESULT_PREFIX = "@@result "
 
 
 # === Worker side ===
@@ -337,6 +341,64 @@ def measure_peak(command, log_dir: str, tag: str, quiet_wait: float) -> dict:
     finally:
         worker.proc.wait()
         worker.log.close()
+
+
+# === One-shot memory probes ===
+
+
+def status_kib(field: str) -> int:
+    """A `/proc/self/status` field in KiB (`VmRSS`, `VmHWM`)."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise RuntimeError(f"{field} not in /proc/self/status")
+
+
+def reset_peak() -> bool:
+    """Reset this process's peak RSS (`VmHWM`); False where not allowed."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def timed_peak(step, repeats: int) -> dict:
+    """Run `step()` `repeats` times after resetting the peak RSS: the
+    times, the last value, the RSS before (`rss_mib`) and the peak rise over
+    it (`peak_mib`)."""
+    baseline = status_kib("VmRSS")
+    info = {"peak_reset": reset_peak()}
+    times, value = [], None
+    for _ in range(repeats):
+        start = time.perf_counter()
+        value = step()
+        times.append(time.perf_counter() - start)
+    info.update(
+        times=times,
+        value=value,
+        rss_mib=baseline / 1024,
+        peak_mib=(status_kib("VmHWM") - baseline) / 1024,
+    )
+    return info
+
+
+def send_result(info: dict) -> None:
+    """Child side: the result line `run_child` reads."""
+    print(RESULT_PREFIX + json.dumps(info), flush=True)
+
+
+def run_child(command, env: dict) -> dict:
+    """Driver side: run a child to completion and return its `send_result`
+    dict, or `{"error": ...}` with the exit code and the last lines."""
+    result = subprocess.run(command, capture_output=True, text=True, env=env)
+    for line in result.stdout.splitlines():
+        if line.startswith(RESULT_PREFIX):
+            return json.loads(line[len(RESULT_PREFIX) :])
+    tail = (result.stdout + result.stderr).strip().splitlines()[-5:]
+    return {"error": f"exit {result.returncode}: " + " | ".join(tail)}
 
 
 # === Machine ===

@@ -39,34 +39,17 @@ Defaults: `--config small --image-size 64 --batch-size 256 --steps 1,8
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import subprocess
 import sys
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import _harness  # noqa: E402
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-RESULT_PREFIX = "@@result "
 
 
 # === Child side ===
-
-
-def _status_kib(field: str) -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise RuntimeError(f"{field} not in /proc/self/status")
-
-
-def _reset_peak() -> bool:
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
 
 
 def _batch(model, rows: int, image_size: int):
@@ -106,21 +89,10 @@ def child(opts) -> None:
     start = time.perf_counter()
     step()
     info["first_s"] = time.perf_counter() - start
-    baseline = _status_kib("VmRSS")
-    info["peak_reset"] = _reset_peak()
-    times, losses = [], []
-    for _ in range(opts.repeats):
-        start = time.perf_counter()
-        losses.append(step())
-        times.append(time.perf_counter() - start)
-    info.update(
-        times=times,
-        losses=losses,
-        peak_mib=(_status_kib("VmHWM") - baseline) / 1024,
-        rss_mib=baseline / 1024,
-        xla_temp_mib=_xla_temp_mib(model, batch),
-    )
-    print(RESULT_PREFIX + json.dumps(info), flush=True)
+    losses = []
+    info.update(_harness.timed_peak(lambda: losses.append(step()), opts.repeats))
+    info.update(losses=losses, xla_temp_mib=_xla_temp_mib(model, batch))
+    _harness.send_result(info)
 
 
 def _xla_temp_mib(model, batch):
@@ -166,12 +138,7 @@ def _run_child(steps: int, opts) -> dict:
     ]
     env = dict(os.environ, PYTHONPATH=ROOT, MALLOC_MMAP_THRESHOLD_="65536")
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    result = subprocess.run(command, capture_output=True, text=True, env=env)
-    for line in result.stdout.splitlines():
-        if line.startswith(RESULT_PREFIX):
-            return json.loads(line[len(RESULT_PREFIX) :])
-    tail = (result.stdout + result.stderr).strip().splitlines()[-5:]
-    return {"error": f"exit {result.returncode}: " + " | ".join(tail)}
+    return _harness.run_child(command, env)
 
 
 def driver(opts) -> None:

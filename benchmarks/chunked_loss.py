@@ -39,39 +39,21 @@ from __future__ import annotations
 
 import argparse
 import inspect
-import json
 import os
-import subprocess
 import sys
-import time
 import types
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import _harness  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REFERENCE_DIR = os.path.join(ROOT, ".venv", "reference", "open_clip")
 _STUBBED = ("torchvision._meta_registrations", "torchvision._autograd_registrations")
-RESULT_PREFIX = "@@result "
 SCALE = {"infonce": 1.0 / 0.07, "sigmoid": 10.0}
 BIAS = -10.0
 
 
 # === Child side ===
-
-
-def _status_kib(field: str) -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise RuntimeError(f"{field} not in /proc/self/status")
-
-
-def _reset_peak() -> bool:
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
 
 
 def _inputs(n: int, dim: int):
@@ -183,19 +165,9 @@ def child(opts) -> None:
         step, info["chunked"] = _open_clip_step(opts.chunk_size, args)
     else:
         step = _keras_step(opts.kind, opts.loss, opts.chunk_size, args)
-    baseline = _status_kib("VmRSS")
-    info["peak_reset"] = _reset_peak()
-    times, value = [], None
-    for _ in range(opts.repeats):
-        start = time.perf_counter()
-        value = step()
-        times.append(time.perf_counter() - start)
-    info.update(
-        loss=value,
-        times=times,
-        peak_mib=(_status_kib("VmHWM") - baseline) / 1024,
-    )
-    print(RESULT_PREFIX + json.dumps(info), flush=True)
+    info.update(_harness.timed_peak(step, opts.repeats))
+    info["loss"] = info.pop("value")
+    _harness.send_result(info)
 
 
 # === Driver side ===
@@ -233,12 +205,7 @@ def _run_child(kind: str, loss: str, n: int, opts) -> dict:
         str(opts.repeats),
     ]
     env = dict(os.environ, PYTHONPATH=ROOT)
-    result = subprocess.run(command, capture_output=True, text=True, env=env)
-    for line in result.stdout.splitlines():
-        if line.startswith(RESULT_PREFIX):
-            return json.loads(line[len(RESULT_PREFIX) :])
-    tail = (result.stdout + result.stderr).strip().splitlines()[-5:]
-    return {"error": f"exit {result.returncode}: " + " | ".join(tail)}
+    return _harness.run_child(command, env)
 
 
 def driver(opts) -> None:
