@@ -120,6 +120,16 @@ def _pair_diagnostics(logits):
     }
 
 
+def check_label_smoothing(label_smoothing) -> float:
+    """`label_smoothing` as a float, or a ValueError unless in `[0, 1)`."""
+    if not 0.0 <= float(label_smoothing) < 1.0:
+        raise ValueError(
+            "`label_smoothing` must be in [0, 1). "
+            f"Received: label_smoothing={label_smoothing}"
+        )
+    return float(label_smoothing)
+
+
 def _soft_cross_entropy(logits, targets):
     """Mean over rows of -sum(targets * log_softmax(logits))."""
     log_probs = ops.log_softmax(logits, axis=-1)
@@ -162,11 +172,7 @@ def infonce_loss(
     References:
         - [Radford et al., 2021](https://arxiv.org/abs/2103.00020)
     """
-    if not 0.0 <= float(label_smoothing) < 1.0:
-        raise ValueError(
-            "`label_smoothing` must be in [0, 1). "
-            f"Received: label_smoothing={label_smoothing}"
-        )
+    check_label_smoothing(label_smoothing)
     logits = _similarity_logits(image_embeddings, text_embeddings, logit_scale)
     batch_size = ops.shape(logits)[0]
     targets = ops.eye(batch_size, dtype=logits.dtype)
@@ -246,11 +252,7 @@ def infonce_rows(
     dense `S`): `sum(CE) / (2N)` over both, so the shares of all shards sum
     to the dense loss, and with one shard it is the dense loss.
     """
-    if not 0.0 <= float(label_smoothing) < 1.0:
-        raise ValueError(
-            "`label_smoothing` must be in [0, 1). "
-            f"Received: label_smoothing={label_smoothing}"
-        )
+    check_label_smoothing(label_smoothing)
     i2t = _similarity_logits(image_rows, text_columns, logit_scale)
     t2i = _similarity_logits(text_rows, image_columns, logit_scale)
     diagnostics, targets = _rows_diagnostics(i2t, t2i, row_offset)

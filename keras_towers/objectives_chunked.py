@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from keras import ops
 
+from keras_towers.objectives import check_label_smoothing
 from keras_towers.objectives import register_objective
 from keras_towers.ops import at_least_float32
 
@@ -314,12 +315,8 @@ def chunked_infonce_loss(
     model = keras_towers.CLIP.tiny(loss="infonce_chunked")
     ```
     """
-    if not 0.0 <= float(label_smoothing) < 1.0:
-        raise ValueError(
-            "`label_smoothing` must be in [0, 1). "
-            f"Received: label_smoothing={label_smoothing}"
-        )
-    op = _infonce_op(float(label_smoothing), _check_chunk_size(chunk_size))
+    eps = check_label_smoothing(label_smoothing)
+    op = _infonce_op(eps, _check_chunk_size(chunk_size))
     return _split(op(*_inputs(image_embeddings, text_embeddings, logit_scale)))
 
 

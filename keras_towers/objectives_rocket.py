@@ -33,6 +33,7 @@ from __future__ import annotations
 from keras import ops
 
 from keras_towers.objectives import PAIR_DIAGNOSTICS
+from keras_towers.objectives import check_label_smoothing
 from keras_towers.objectives_proto import _check_same
 from keras_towers.ops import at_least_float32
 
@@ -202,11 +203,7 @@ def cl2l_loss(
     References:
         - [Fini et al., 2023](https://arxiv.org/abs/2305.08675)
     """
-    label_smoothing = float(label_smoothing)
-    if not 0.0 <= label_smoothing < 1.0:
-        raise ValueError(
-            f"`label_smoothing` must be in [0, 1). Received: {label_smoothing}"
-        )
+    label_smoothing = check_label_smoothing(label_smoothing)
     if reduction not in REDUCTIONS:
         raise ValueError(
             f"`reduction` must be one of {REDUCTIONS}. Received: {reduction!r}"

@@ -9,6 +9,7 @@ import keras
 from keras import ops
 
 from keras_towers import from_scratch
+from keras_towers import objectives
 from keras_towers import objectives_rocket
 from keras_towers import objectives_ssl
 from keras_towers.augment.views import IMAGES_AUG_KEY
@@ -218,11 +219,7 @@ class CLIPRocket(LiT):
         spec = objectives_ssl.ADDONS.get(addon) if addon else None
         if label_smoothing is None:
             label_smoothing = 0.0 if spec and not spec.label_smoothing else 0.1
-        label_smoothing = float(label_smoothing)
-        if not 0.0 <= label_smoothing < 1.0:
-            raise ValueError(
-                f"`label_smoothing` must be in [0, 1). Received: {label_smoothing}"
-            )
+        label_smoothing = objectives.check_label_smoothing(label_smoothing)
         if spec and not spec.label_smoothing and label_smoothing:
             raise ValueError(
                 f"The {addon} add-on needs CL2L without label smoothing "
