@@ -126,7 +126,7 @@ CASES = {
 }
 
 
-def one_step(build, batch_of, distribution):
+def one_step(build, batch_of, distribution, accumulation_steps=1):
     """Weights before and after one SGD step, the logged loss and the model."""
     keras.distribution.set_distribution(distribution)
     try:
@@ -135,7 +135,14 @@ def one_step(build, batch_of, distribution):
         before = [np_(v) for v in model.trainable_variables]
         model.compile(optimizer=keras.optimizers.SGD(0.1))
         batch = {k: np_(v) for k, v in batch_of(model).items()}
-        history = model.fit(batch, batch_size=B, epochs=1, shuffle=False, verbose=0)
+        history = model.fit(
+            batch,
+            batch_size=B,
+            epochs=1,
+            shuffle=False,
+            verbose=0,
+            accumulation_steps=accumulation_steps,
+        )
         history = history.history
         after = [np_(v) for v in model.trainable_variables]
     finally:
@@ -212,6 +219,12 @@ def main(names):
                 layout_maps.sharded_paths(layout_map, single[3])
             )
             out["cases"]["clip_model_parallel"] = case
+            # Large effective batches on several devices: accumulation
+            # (2 micro-batches, each split over the 4 devices) equals the
+            # single-device step on the whole batch.
+            out["cases"]["clip_data_parallel_accumulation"] = compare(
+                single, one_step(build, batch_of, data_parallel, accumulation_steps=2)
+            )
         out["seconds"][name] = round(time.time() - start, 1)
     print("RESULT " + json.dumps(out), flush=True)
 

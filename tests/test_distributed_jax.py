@@ -92,7 +92,11 @@ def check_case(name, case):
 @jax_only
 def test_one_step_matches_one_device():
     result = run_script(CASES)
-    assert set(result["cases"]) == {*CASES, "clip_model_parallel"}
+    assert set(result["cases"]) == {
+        *CASES,
+        "clip_model_parallel",
+        "clip_data_parallel_accumulation",
+    }
     for name, case in result["cases"].items():
         check_case(name, case)
     # ModelParallel really sharded the towers' matrices on the model axis.
