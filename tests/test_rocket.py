@@ -276,6 +276,12 @@ def test_loss_decreases_on_a_fixed_batch(raw):
     assert log[-1] < log[0], log
 
 
+# The EMA runs inside the compiled step; tests/test_rocket_parity.py checks
+# BYOLIP's losses over several steps (which the target drives) on every
+# backend. The exact rule runs on torch and jax (33 s on tensorflow).
+@pytest.mark.skipif(
+    keras.backend.backend() == "tensorflow", reason="parity covers it on tensorflow"
+)
 def test_byolip_target_moves_by_exactly_the_ema_rule(raw):
     m = 0.5
     model = CLIPRocket.tiny(addon="byolip", momentum=m)
