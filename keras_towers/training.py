@@ -385,6 +385,7 @@ def train(
     verbose="auto",
     image_views=None,
     text_views=None,
+    accumulation_steps: int = 1,
 ) -> dict:
     """Fit `model` reproducibly; resume from `backup_dir` if it holds a backup.
 
@@ -443,12 +444,16 @@ def train(
     if validation_pairs is not None and _num_examples(validation_pairs):
         validation = ordered_dataset(validation_pairs, batch_size)
     start = time.perf_counter()
+    fit_options = {}
+    if accumulation_steps != 1:
+        fit_options["accumulation_steps"] = accumulation_steps
     history = model.fit(
         ds,
         epochs=epochs,
         validation_data=validation,
         callbacks=callbacks,
         verbose=verbose,
+        **fit_options,
     )
     result = dict(history.history)
     result["seconds"] = time.perf_counter() - start

@@ -234,6 +234,45 @@ def test_train_writes_a_loadable_preset(capsys, tmp_path, pairs_csv):
     assert code == 2 and "already holds a trained preset" in err
 
 
+# Plumbing of a fit option (the accumulated step itself is checked on every
+# backend by tests/test_accumulation.py).
+@pytest.mark.skipif(
+    keras.backend.backend() != "torch", reason="backend-independent; runs on torch"
+)
+def test_train_with_accumulation_steps(capsys, tmp_path, pairs_csv):
+    common = ("--data", str(pairs_csv), "--epochs", "1", "--batch-size", "16")
+    output = tmp_path / "accumulated"
+    code, out, err = _run(
+        capsys,
+        "train",
+        "--method",
+        "clip-tiny",
+        *common,
+        "--accumulation-steps",
+        "4",
+        "--output",
+        str(output),
+        "--verbose",
+        "0",
+    )
+    assert code == 0, out + err
+    metadata = json.loads((output / "metadata.json").read_text())
+    assert metadata["training"]["accumulation_steps"] == 4
+    code, _, err = _run(
+        capsys,
+        "train",
+        "--method",
+        "protoclip-tiny",
+        *common,
+        "--accumulation-steps",
+        "2",
+        "--output",
+        str(tmp_path / "proto"),
+    )
+    assert code == 2 and "--accumulation-steps does not apply" in err, err
+    assert "ProtoCLIP" in err and not (tmp_path / "proto" / "config.json").exists()
+
+
 # The CLI's option plumbing is backend-independent (25-32 s on jax and
 # tensorflow); ProtoCLIP training itself is tested on every backend.
 @pytest.mark.skipif(

@@ -49,6 +49,14 @@ def add_parser(commands) -> None:
     )
     train.add_argument("--epochs", type=_positive_int, default=10)
     train.add_argument("--batch-size", type=_positive_int, default=128)
+    train.add_argument(
+        "--accumulation-steps",
+        type=_positive_int,
+        default=1,
+        help="split each batch into this many micro-batches with full-batch "
+        "negatives (GradCache): the step of the whole batch with the memory of "
+        "a micro-batch (default 1; not for protoclip or clip-improved methods)",
+    )
     train.add_argument("--learning-rate", type=float, default=5e-4)
     train.add_argument("--weight-decay", type=float, default=0.2)
     train.add_argument(
@@ -191,6 +199,7 @@ RUN_ARGUMENTS = (
     "data",
     "epochs",
     "batch_size",
+    "accumulation_steps",
     "learning_rate",
     "weight_decay",
     "warmup_epochs",
@@ -244,6 +253,8 @@ def _check_resume(output: Path, arguments: dict) -> None:
     if not (output / RUN_FILE).exists():
         return
     recorded = read_json(output / RUN_FILE)
+    # Runs started before the flag existed trained without accumulation.
+    recorded.setdefault("accumulation_steps", 1)
     changed = [
         f"--{name.replace('_', '-')} {recorded.get(name)!r} then, {value!r} now"
         for name, value in arguments.items()
@@ -321,6 +332,14 @@ def cmd_train(args) -> int:
     if episodic:
         model_options.setdefault("episode_size", len(train_pairs))
     model = recipe.build(image_size=image_size, **model_options)
+    if args.accumulation_steps > 1:
+        if not model.supports_accumulation:
+            raise ValueError(
+                f"--accumulation-steps does not apply to --method {args.method}: "
+                f"{type(model).__name__} uses whole-batch statistics in its own "
+                "layers (BatchNorm heads, several views per sample)."
+            )
+        episode_options["accumulation_steps"] = args.accumulation_steps
     if episodic:
         print(
             f"episodes of {model.episode_size} pairs (drawn with replacement), "
@@ -373,6 +392,7 @@ def cmd_train(args) -> int:
             "data": data_info,
             "epochs": args.epochs,
             "batch_size": args.batch_size,
+            "accumulation_steps": args.accumulation_steps,
             "learning_rate": args.learning_rate,
             "schedule": "constant"
             if args.constant_lr
