@@ -103,21 +103,7 @@ def names() -> list[str]:
 
 def _pair_diagnostics(logits):
     """Batch retrieval accuracies and mean positive/negative logits."""
-    batch_size = ops.shape(logits)[0]
-    labels = ops.arange(batch_size, dtype="int32")
-    i2t = ops.cast(ops.argmax(logits, axis=1), "int32")
-    t2i = ops.cast(ops.argmax(logits, axis=0), "int32")
-    eye = ops.eye(batch_size, dtype=logits.dtype)
-    n = ops.cast(batch_size, logits.dtype)
-    positive = ops.sum(logits * eye) / n
-    # With a batch of one there are no negatives: report 0, not NaN.
-    negative = ops.sum(logits * (1.0 - eye)) / ops.maximum(n * n - n, 1.0)
-    return {
-        "i2t_accuracy": ops.mean(ops.cast(ops.equal(i2t, labels), "float32")),
-        "t2i_accuracy": ops.mean(ops.cast(ops.equal(t2i, labels), "float32")),
-        "positive_logit": positive,
-        "negative_logit": negative,
-    }
+    return _rows_diagnostics(logits, ops.transpose(logits), 0)[0]
 
 
 def check_label_smoothing(label_smoothing) -> float:
@@ -216,8 +202,11 @@ def sigmoid_loss(image_embeddings, text_embeddings, logit_scale, logit_bias):
 
 
 def _rows_diagnostics(i2t_logits, t2i_logits, row_offset):
-    """`_pair_diagnostics` over a shard of rows: `i2t_logits` are its images
-    against all texts, `t2i_logits` its texts against all images."""
+    """Retrieval accuracies and mean positive/negative logits of a shard of
+    rows (`row_offset`: the index of its first row in the batch):
+    `i2t_logits` are its images against all texts, `t2i_logits` its texts
+    against all images. With every row, `_pair_diagnostics`. Also returns
+    the one-hot positives `(rows, columns)`."""
     rows, columns = ops.shape(i2t_logits)[0], ops.shape(i2t_logits)[1]
     labels = ops.cast(row_offset, "int32") + ops.arange(rows, dtype="int32")
     positives = ops.one_hot(labels, columns, dtype=i2t_logits.dtype)
@@ -226,11 +215,12 @@ def _rows_diagnostics(i2t_logits, t2i_logits, row_offset):
     b = ops.cast(rows, i2t_logits.dtype)
     n = ops.cast(columns, i2t_logits.dtype)
     positive = ops.sum(i2t_logits * positives)
-    negative = ops.sum(i2t_logits) - positive
+    negative = ops.sum(i2t_logits * (1.0 - positives))
     return {
         "i2t_accuracy": ops.mean(ops.cast(ops.equal(i2t, labels), "float32")),
         "t2i_accuracy": ops.mean(ops.cast(ops.equal(t2i, labels), "float32")),
         "positive_logit": positive / b,
+        # With a batch of one there are no negatives: report 0, not NaN.
         "negative_logit": negative / ops.maximum(b * n - b, 1.0),
     }, positives
 
