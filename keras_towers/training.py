@@ -403,6 +403,7 @@ def train(
     so a resume is still exact; validation stays on the plain pairs.
     `train_pairs` may also be `EpochArrays` (data precomputed per epoch, e.g.
     locked-backbone features of each epoch's augmented views).
+    `accumulation_steps` is `ContrastiveModel.fit`'s.
 
     Returns:
         The history dict (`History.history`) of the epochs run now, plus
@@ -444,16 +445,13 @@ def train(
     if validation_pairs is not None and _num_examples(validation_pairs):
         validation = ordered_dataset(validation_pairs, batch_size)
     start = time.perf_counter()
-    fit_options = {}
-    if accumulation_steps != 1:
-        fit_options["accumulation_steps"] = accumulation_steps
     history = model.fit(
         ds,
         epochs=epochs,
         validation_data=validation,
         callbacks=callbacks,
         verbose=verbose,
-        **fit_options,
+        accumulation_steps=accumulation_steps,
     )
     result = dict(history.history)
     result["seconds"] = time.perf_counter() - start

@@ -333,12 +333,14 @@ def cmd_train(args) -> int:
         model_options.setdefault("episode_size", len(train_pairs))
     model = recipe.build(image_size=image_size, **model_options)
     if args.accumulation_steps > 1:
-        if not model.supports_accumulation:
+        # Checked here, before any data is encoded or trained on.
+        try:
+            model.check_accumulation_steps(args.accumulation_steps)
+        except NotImplementedError as error:
             raise ValueError(
                 f"--accumulation-steps does not apply to --method {args.method}: "
-                f"{type(model).__name__} uses whole-batch statistics in its own "
-                "layers (BatchNorm heads, several views per sample)."
-            )
+                f"{error}"
+            ) from None
         episode_options["accumulation_steps"] = args.accumulation_steps
     if episodic:
         print(

@@ -119,15 +119,7 @@ class ContrastiveModel(keras.Model):
             **kwargs: passed to `keras.Model.fit`.
         """
         distributed.check_fit_supported(self)
-        steps = accumulation.check_accumulation_steps(accumulation_steps)
-        if steps > 1 and not self.supports_accumulation:
-            raise NotImplementedError(
-                f"{type(self).__name__} does not support `accumulation_steps` > 1 "
-                f"(received accumulation_steps={steps}): its training uses "
-                "statistics of the whole batch in its own layers (BatchNorm "
-                "heads, several views per sample), which micro-batches would "
-                "change. Train it with `accumulation_steps=1`."
-            )
+        steps = self.check_accumulation_steps(accumulation_steps)
         if steps != self._accumulation_steps:
             self._accumulation_steps = steps
             # Keras caches the compiled step (on every backend, including
@@ -143,6 +135,21 @@ class ContrastiveModel(keras.Model):
         return super().fit(
             prepared, y, batch_size=batch_size, shuffle=shuffle, **kwargs
         )
+
+    def check_accumulation_steps(self, accumulation_steps) -> int:
+        """`accumulation_steps` as an int, or a `ValueError` (not an int
+        >= 1) or a `NotImplementedError` (> 1 for a method without
+        `supports_accumulation`)."""
+        steps = accumulation.check_accumulation_steps(accumulation_steps)
+        if steps > 1 and not self.supports_accumulation:
+            raise NotImplementedError(
+                f"{type(self).__name__} does not support `accumulation_steps` > 1 "
+                f"(received accumulation_steps={steps}): its training uses "
+                "statistics of the whole batch in its own layers (BatchNorm "
+                "heads, several views per sample), which micro-batches would "
+                "change. Train it with `accumulation_steps=1`."
+            )
+        return steps
 
     def _maybe_symbolic_build(self, iterator=None, data_batch=None):
         # Under a tf.distribute strategy, Keras 3.15 reads the shapes of the
