@@ -118,16 +118,23 @@ def _keras_step(kind: str, loss: str, chunk_size: int, args):
             return float(value)
 
     else:
-        import torch
+        step = _torch_step(scalar, args)
 
-        tensors = [torch.tensor(a, requires_grad=True) for a in args]
+    return step
 
-        def step():
-            for t in tensors:
-                t.grad = None
-            value = scalar(*tensors)
-            value.backward()
-            return float(value)
+
+def _torch_step(fn, args):
+    """A step computing `fn(*args)` and its gradients with torch autograd."""
+    import torch
+
+    tensors = [torch.tensor(a, requires_grad=True) for a in args]
+
+    def step():
+        for t in tensors:
+            t.grad = None
+        value = fn(*tensors)
+        value.backward()
+        return float(value)
 
     return step
 
@@ -136,21 +143,11 @@ def _open_clip_step(chunk_size: int, args):
     sys.path.append(REFERENCE_DIR)
     for name in _STUBBED:
         sys.modules.setdefault(name, types.ModuleType(name))
-    import torch
     from open_clip.loss import SigLipLoss
 
     chunked = "chunk_size" in inspect.signature(SigLipLoss).parameters
     loss_fn = SigLipLoss(chunk_size=chunk_size) if chunked else SigLipLoss()
-    tensors = [torch.tensor(a, requires_grad=True) for a in args]
-
-    def step():
-        for t in tensors:
-            t.grad = None
-        value = loss_fn(*tensors)
-        value.backward()
-        return float(value)
-
-    return step, chunked
+    return _torch_step(loss_fn, args), chunked
 
 
 def child(opts) -> None:
