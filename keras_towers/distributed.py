@@ -29,13 +29,8 @@ caption of it. What that takes depends on the engine:
 from __future__ import annotations
 
 import keras
+import tensorflow as tf
 from keras import ops
-
-
-def _tf():
-    import tensorflow as tf
-
-    return tf
 
 
 def replica_context():
@@ -43,7 +38,7 @@ def replica_context():
     replica, else `None` (one device, JAX's SPMD, torch, cross-replica code)."""
     if keras.config.backend() != "tensorflow":
         return None
-    ctx = _tf().distribute.get_replica_context()
+    ctx = tf.distribute.get_replica_context()
     if ctx is None or ctx.num_replicas_in_sync <= 1:
         return None
     return ctx
@@ -56,7 +51,7 @@ def num_replicas(model=None) -> int:
     if keras.config.backend() != "tensorflow":
         return 1
     strategy = model.distribute_strategy if model is not None else None
-    strategy = strategy or _tf().distribute.get_strategy()
+    strategy = strategy or tf.distribute.get_strategy()
     return strategy.num_replicas_in_sync
 
 
@@ -75,7 +70,6 @@ def all_gather(*tensors):
 def _row_offset(ctx, rows):
     """Index of this replica's first row in the gathered batch (the shards
     may differ in size on a last, partial batch)."""
-    tf = _tf()
     sizes = ctx.all_gather(tf.shape(rows)[:1], axis=0)
     before = tf.range(ctx.num_replicas_in_sync) < ctx.replica_id_in_sync_group
     return tf.reduce_sum(tf.where(before, sizes, tf.zeros_like(sizes)))
@@ -111,7 +105,6 @@ def pair_loss(objective, image_embeddings, text_embeddings, **kwargs):
     # The gradient is the share's; the values are made global (the loss
     # split evenly, diagnostics weighted by rows), so that what Keras logs
     # is the single-device value even when a last batch splits unevenly.
-    tf = _tf()
     rows = tf.cast(tf.shape(image_embeddings)[0], share.dtype)
     total_rows = tf.cast(tf.shape(all_images)[0], share.dtype)
     values = [tf.stop_gradient(share)] + [
@@ -145,7 +138,6 @@ def share_to_log(share):
 def first_replica_value(value):
     """The first local replica's part of a `tf.distribute` distributed value
     (anything else unchanged)."""
-    tf = _tf()
     if isinstance(value, tf.distribute.DistributedValues):
         return tf.distribute.get_strategy().experimental_local_results(value)[0]
     return value
