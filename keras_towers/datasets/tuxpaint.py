@@ -9,8 +9,9 @@ the Debian package: 802 PNG, 248 SVG, 952 TXT files):
 - `<stem>.png` + `<stem>.txt`: one pair, caption = first line (stripped,
   whitespace collapsed). When `<stem>.svg` also exists it is the same stamp in
   vector form; the PNG is used and the SVG is not counted as skipped.
-- `<stem>.svg` with no PNG twin: skipped (reason `svg_only`); rasterising SVG
-  would need a renderer the project does not depend on.
+- `<stem>.svg` with no PNG twin: skipped here (reason `svg_only`); these
+  are `scan_tuxpaint_svg`'s stamps, which the corpus renders (165 in the
+  Debian package, all with a `.txt`).
 - `<stem>_mirror.png` next to `<stem>.png`/`.svg`: the picture Tux Paint shows
   when the stamp is mirrored, a near copy of the stamp; skipped
   (`mirror_variant`), horizontal flips belong in augmentation.
@@ -41,6 +42,21 @@ def read_caption(path: Path) -> str:
     return re.sub(r"\s+", " ", text).strip()
 
 
+def _stamp_files(root: Path) -> dict[str, set[str]]:
+    """Stem (relative path without extension) -> extensions present."""
+    files: dict[str, set[str]] = {}
+    for directory, subdirs, names in os.walk(root):
+        subdirs.sort()
+        rel_dir = os.path.relpath(directory, root)
+        for name in names:
+            stem, ext = os.path.splitext(name)
+            ext = ext.lower()
+            if ext in (".png", ".svg", ".txt"):
+                rel = stem if rel_dir == "." else f"{rel_dir}/{stem}"
+                files.setdefault(rel.replace(os.sep, "/"), set()).add(ext)
+    return files
+
+
 def scan_tuxpaint(root: Path) -> tuple[list[dict], dict[str, list[str]]]:
     """Pair every PNG stamp under `root` with its caption.
 
@@ -54,18 +70,7 @@ def scan_tuxpaint(root: Path) -> tuple[list[dict], dict[str, list[str]]]:
         relative paths it applies to.
     """
     root = Path(root).absolute()
-    # stem (relative path without extension) -> set of extensions present.
-    files: dict[str, set[str]] = {}
-    for directory, subdirs, names in os.walk(root):
-        subdirs.sort()
-        rel_dir = os.path.relpath(directory, root)
-        for name in names:
-            stem, ext = os.path.splitext(name)
-            ext = ext.lower()
-            if ext in (".png", ".svg", ".txt"):
-                rel = stem if rel_dir == "." else f"{rel_dir}/{stem}"
-                files.setdefault(rel.replace(os.sep, "/"), set()).add(ext)
-
+    files = _stamp_files(root)
     items: list[dict] = []
     skipped: dict[str, list[str]] = {
         "svg_only": [],
@@ -102,6 +107,65 @@ def scan_tuxpaint(root: Path) -> tuple[list[dict], dict[str, list[str]]]:
                 "image": str(root / (rel + ".png")),
                 "caption": caption,
                 "category": category,
+            }
+        )
+    return items, skipped
+
+
+def scan_tuxpaint_svg(root: Path) -> tuple[list[dict], dict[str, list[str]]]:
+    """Pair every SVG-only stamp under `root` with its caption.
+
+    The stamps `scan_tuxpaint` skips as `svg_only`: `<stem>.svg` with no
+    `<stem>.png`, captioned by the first line of `<stem>.txt`. An SVG with a
+    PNG twin is the PNG stamp's and is neither an item nor skipped here.
+
+    Args:
+        root: Path. The stamps directory (e.g. `/usr/share/tuxpaint/stamps`).
+
+    Returns:
+        `(items, skipped)`: items are dicts with `id` (`"tuxpaint-svg:<relative
+        path without extension>"`), `svg` (absolute path of the file),
+        `caption` and `category`, sorted by id; `skipped` maps `mirror_variant`
+        (`<stem>_mirror.svg` next to `<stem>.svg`), `no_caption` and
+        `empty_caption` to sorted ids.
+
+    Example:
+
+    ```python
+    items, skipped = scan_tuxpaint_svg(Path("/usr/share/tuxpaint/stamps"))
+    ```
+    """
+    root = Path(root).absolute()
+    files = _stamp_files(root)
+    items: list[dict] = []
+    skipped: dict[str, list[str]] = {
+        "mirror_variant": [],
+        "no_caption": [],
+        "empty_caption": [],
+    }
+    for rel in sorted(files):
+        exts = files[rel]
+        if ".svg" not in exts or ".png" in exts:
+            continue
+        item_id = f"tuxpaint-svg:{rel}"
+        if rel.endswith(MIRROR_SUFFIX):
+            base = files.get(rel[: -len(MIRROR_SUFFIX)], set())
+            if ".png" in base or ".svg" in base:
+                skipped["mirror_variant"].append(item_id)
+                continue
+        if ".txt" not in exts:
+            skipped["no_caption"].append(item_id)
+            continue
+        caption = read_caption(root / (rel + ".txt"))
+        if not caption:
+            skipped["empty_caption"].append(item_id)
+            continue
+        items.append(
+            {
+                "id": item_id,
+                "svg": str(root / (rel + ".svg")),
+                "caption": caption,
+                "category": rel.split("/", 1)[0] if "/" in rel else "",
             }
         )
     return items, skipped
