@@ -7,8 +7,14 @@ the numbers (`accuracy` for zero-shot and linear probe;
 retrieval) and whose other keys feed reports (confusion matrix, rankings).
 
 DATA is an evaluation set name (`keras_towers.datasets.classification_names()`
-for classification, `"tuxpaint"` / `"embedded"` for retrieval) or, for
-retrieval, a path to the user's pairs (CSV, JSONL, TFRecord, WebDataset tar).
+for classification, `retrieval_names()` for retrieval) or, for retrieval, a
+path to the user's pairs (CSV, JSONL, TFRecord, WebDataset tar).
+
+Zero-shot uses each set's own prompt templates unless told otherwise
+(`default_templates`): `"digits"`, `"flags"` and `"emoji"` (Fluent 3D) for
+the sets whose names do not read as "a photo of a {}.", CLIP's 80 `"openai"`
+templates for the others. Linear probes need a train split: flags and Fluent
+3D (one image per class) are zero-shot and retrieval sets only.
 
 Example:
 
@@ -35,6 +41,13 @@ RETRIEVAL_SETS = {
     "tuxpaint": ("test", ("tuxpaint",)),
 }
 
+#: Retrieval sets read some other way: name -> `loader(limit)` returning
+#: `(images, captions)` (a list of uint8 arrays, a list of str). Register
+#: one with `register_retrieval_set`.
+RETRIEVAL_LOADERS = Registry(
+    "retrieval set", hint="Register one with `register_retrieval_set`."
+)
+
 
 def register_task(kind: str):
     """Decorator registering `fn(model, data, **options) -> dict` as `kind`."""
@@ -45,6 +58,29 @@ def register_task(kind: str):
 def kinds() -> list[str]:
     """Registered task kinds."""
     return TASKS.names()
+
+
+def register_retrieval_set(name: str):
+    """Decorator registering `loader(limit) -> (images, captions)` as a
+    retrieval set, for pairs that are not embedded-corpus records.
+
+    Example:
+
+    ```python
+    @keras_towers.tasks.register_retrieval_set("my-pairs")
+    def my_pairs(limit=None):
+        return images[:limit], captions[:limit]
+
+    keras_towers.tasks.run(model, "retrieval:my-pairs")
+    ```
+    """
+
+    return RETRIEVAL_LOADERS.register(name)
+
+
+def retrieval_names() -> list[str]:
+    """The named retrieval sets (`"retrieval:NAME"`; a path works too)."""
+    return sorted({*RETRIEVAL_SETS, *RETRIEVAL_LOADERS.names()})
 
 
 def parse(task: str) -> tuple[str, str]:
@@ -91,6 +127,15 @@ def _shapes(split: str):
 GENERATED_SETS = {"shapes": _shapes}
 
 
+def default_templates(data: str) -> str:
+    """The template set zero-shot uses on `data` when none is given: the
+    set's own (`"digits"`, `"flags"`, `"emoji"` for Fluent 3D), else
+    `"openai"`."""
+    if data in GENERATED_SETS:
+        return "openai"
+    return datasets.classification_metadata(data)["templates"] or "openai"
+
+
 def _classification(name: str, split: str, limit: int | None, seed: int = 0):
     if name in GENERATED_SETS:
         images, labels, class_names = GENERATED_SETS[name](split)
@@ -107,12 +152,14 @@ def _classification(name: str, split: str, limit: int | None, seed: int = 0):
 def zero_shot_task(
     model,
     data: str,
-    templates="openai",
+    templates=None,
     limit: int | None = None,
     batch_size: int = 64,
     verbose: int = 1,
     **_,
 ) -> dict:
+    if templates is None:
+        templates = default_templates(data)
     images, labels, class_names = _classification(data, "test", limit)
     result = evaluation.evaluate_zero_shot(
         model,
@@ -138,7 +185,16 @@ def zero_shot_task(
 
 
 def retrieval_pairs(data: str, limit: int | None = None):
-    """Images (list of uint8 arrays), captions and refs of a retrieval set."""
+    """Images (list of uint8 arrays) and captions of a retrieval set."""
+    if data in RETRIEVAL_LOADERS:
+        images, captions = RETRIEVAL_LOADERS.get(data)(limit)
+        images, captions = list(images), [str(c) for c in captions]
+        if not images or len(images) != len(captions):
+            raise ValueError(
+                f"Retrieval set {data!r} gave {len(images)} images and "
+                f"{len(captions)} captions; expected the same number, at least 1."
+            )
+        return images, captions
     if data in RETRIEVAL_SETS:
         split, sources = RETRIEVAL_SETS[data]
         records = datasets.embedded_records(split, sources=sources)
@@ -152,7 +208,7 @@ def retrieval_pairs(data: str, limit: int | None = None):
     else:
         raise ValueError(
             f"Unknown retrieval data {data!r}: expected one of "
-            f"{sorted(RETRIEVAL_SETS)} or a path to pairs (.csv, .jsonl, "
+            f"{retrieval_names()} or a path to pairs (.csv, .jsonl, "
             ".tfrecord, WebDataset .tar)."
         )
     images, captions = [], []
@@ -163,6 +219,13 @@ def retrieval_pairs(data: str, limit: int | None = None):
     if not images:
         raise ValueError(f"Retrieval data {data!r} has no readable pairs.")
     return images, captions
+
+
+@register_retrieval_set("fluent-3d")
+def _fluent_3d_pairs(limit: int | None = None):
+    """Each Fluent 3D emoji with its CLDR name as the caption."""
+    images, labels, class_names = _classification("fluent-3d", "test", limit)
+    return list(images), [class_names[i] for i in labels]
 
 
 @register_task("retrieval")
@@ -219,6 +282,12 @@ def _recall_by_caption(result: dict, captions, ks) -> dict:
     return out
 
 
+def _has_train_split(data: str) -> bool:
+    if data in GENERATED_SETS:
+        return True
+    return "train" in datasets.classification_metadata(data)["splits"]
+
+
 @register_task("linear-probe")
 def linear_probe_task(
     model,
@@ -230,6 +299,11 @@ def linear_probe_task(
     seed: int = 0,
     **_,
 ) -> dict:
+    if not _has_train_split(data):
+        raise ValueError(
+            f"linear-probe:{data} needs a train split, and {data} has none (one "
+            f"image per class: a test set only). Use zeroshot:{data} instead."
+        )
     train_images, train_labels, class_names = _classification(
         data, "train", train_limit, seed
     )

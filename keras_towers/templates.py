@@ -109,11 +109,23 @@ BEST7_TEMPLATES = (
     "a photo of the small {}.",
 )
 
+# The default templates of the evaluation sets whose class names do not fit
+# "a photo of a {}." (`keras_towers.datasets.classification_metadata`).
+# CLIP's own MNIST prompt, for class names "0".."9".
+DIGITS_TEMPLATES = ('a photo of the number: "{}".',)
+# Country names ("Japan", "Saint Lucia").
+FLAGS_TEMPLATES = ("a flag of {}.", "the flag of {}.", "a picture of the flag of {}.")
+# CLDR emoji names ("grinning face", "flag: Japan", "keycap: 1").
+EMOJI_TEMPLATES = ("{}", "a {} emoji.", "a 3D rendering of {}.")
+
 TEMPLATE_SETS = {
     "openai": OPENAI_IMAGENET_TEMPLATES,
     "best7": BEST7_TEMPLATES,
     "simple": ("a photo of a {}.",),
     "none": ("{}",),
+    "digits": DIGITS_TEMPLATES,
+    "flags": FLAGS_TEMPLATES,
+    "emoji": EMOJI_TEMPLATES,
 }
 
 
@@ -124,8 +136,9 @@ def get_templates(templates: str | Sequence[str]) -> list[str]:
         templates: str or list of str. A set name (`"openai"`: CLIP's 80
             ImageNet prompts; `"best7"`: the 7-prompt subset CLIP's notebook
             recommends; `"simple"`: `["a photo of a {}."]`; `"none"`: the bare
-            class name), or a list of strings that each contain exactly one
-            `"{}"`.
+            class name; `"digits"`, `"flags"`, `"emoji"`: the defaults of
+            the evaluation sets of those names, see `TEMPLATE_SETS`), or a
+            list of strings that each contain exactly one `"{}"`.
 
     Returns:
         A new list of template strings.

@@ -100,7 +100,9 @@ def check_output_paths(report: str | None = None, json_file: str | None = None):
         raise ValueError(f"--json {json_file} is a folder; expected a file name.")
 
 
-def _templates_arg(value: str):
+def _templates_arg(value: str | None):
+    if value is None:
+        return None  # each task's default (`keras_towers.tasks.default_templates`)
     if os.path.isfile(value):
         lines = Path(value).read_text().splitlines()
         return [line for line in lines if line.strip()]

@@ -16,23 +16,33 @@ DATA_DIR_ENV = "KERAS_TOWERS_DATA_DIR"
 TUXPAINT_DIR_ENV = "KERAS_TOWERS_TUXPAINT_DIR"
 FASHION_MNIST_DIR_ENV = "KERAS_TOWERS_FASHION_MNIST_DIR"
 ANIMAL_MNIST_DIR_ENV = "KERAS_TOWERS_ANIMAL_MNIST_DIR"
+FLAGS_DIR_ENV = "KERAS_TOWERS_FLAGS_DIR"
+ISO_CODES_DIR_ENV = "KERAS_TOWERS_ISO_CODES_DIR"
+DIGITS_DIR_ENV = "KERAS_TOWERS_DIGITS_DIR"
 
 DEFAULT_TUXPAINT_DIR = "/usr/share/tuxpaint/stamps"
 DEFAULT_FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
+DEFAULT_FLAGS_DIR = "/usr/share/iso-flags-png-320x240"
+DEFAULT_ISO_CODES_DIR = "/usr/share/iso-codes/json"
 
-EMOJI_PACKAGE = "emoji-datasource-google"
-EMOJI_VERSION = "16.0.0"
-EMOJI_TARBALL = f"{EMOJI_PACKAGE}-{EMOJI_VERSION}.tgz"
 
 # How to install each source, quoted verbatim in `MissingDataError`.
 INSTALL_HINTS = {
     "tuxpaint-stamps-default": "apt-get install tuxpaint-stamps-default",
-    EMOJI_PACKAGE: (
-        f"(mkdir -p <data_dir>/sources && cd <data_dir>/sources && "
-        f"npm pack {EMOJI_PACKAGE}@{EMOJI_VERSION})"
-    ),
     "animal-mnist": "pip install --no-deps animal-mnist==0.4",
     "dataset-fashion-mnist": "apt-get install dataset-fashion-mnist",
+    # The evaluation sets of `keras_towers.datasets.eval_sets`.
+    "iso-flags-png-320x240": "apt-get install iso-flags-png-320x240 iso-codes",
+    "iso-codes": "apt-get install iso-flags-png-320x240 iso-codes",
+    "@lobehub/fluent-emoji-3d": (
+        "(mkdir -p <data_dir>/sources && cd <data_dir>/sources && "
+        "npm pack @lobehub/fluent-emoji-3d@1.1.0)"
+    ),
+    "emojibase-data": (
+        "(mkdir -p <data_dir>/sources && cd <data_dir>/sources && "
+        "npm pack emojibase-data@17.0.0)"
+    ),
+    "scikit-learn": "pip install scikit-learn",
 }
 
 
@@ -43,11 +53,18 @@ class MissingDataError(FileNotFoundError):
     command that installs it.
     """
 
-    def __init__(self, missing: dict[str, str], data_dir: str | os.PathLike | None):
+    def __init__(
+        self,
+        missing: dict[str, str],
+        data_dir: str | os.PathLike | None,
+        hints: dict[str, str] | None = None,
+    ):
         self.missing = dict(missing)
         lines = ["Offline data not found:"]
         for package, looked_at in self.missing.items():
-            hint = INSTALL_HINTS[package]
+            hint = (hints or {}).get(package) or INSTALL_HINTS.get(
+                package, "see `bash scripts/setup.sh`"
+            )
             if data_dir is not None:
                 hint = hint.replace("<data_dir>", str(data_dir))
             lines.append(f"  - {package} (looked in {looked_at}); install: {hint}")
@@ -113,9 +130,32 @@ def animal_mnist_dir() -> Path | None:
     return Path(list(spec.submodule_search_locations)[0]) / "data" / "Animal_MNIST"
 
 
-def emoji_tarball(directory: Path) -> Path:
-    """Where `scripts/setup.sh` keeps the emoji npm tarball."""
-    return directory / "sources" / EMOJI_TARBALL
+def flags_dir() -> Path:
+    """The flag PNGs of Debian `iso-flags-png-320x240` (`$KERAS_TOWERS_FLAGS_DIR`
+    overrides)."""
+    return Path(os.environ.get(FLAGS_DIR_ENV) or DEFAULT_FLAGS_DIR)
+
+
+def iso_codes_dir() -> Path:
+    """The JSON files of Debian `iso-codes` (`iso_3166-1.json`, ...;
+    `$KERAS_TOWERS_ISO_CODES_DIR` overrides)."""
+    return Path(os.environ.get(ISO_CODES_DIR_ENV) or DEFAULT_ISO_CODES_DIR)
+
+
+def digits_dir() -> Path | None:
+    """The folder holding scikit-learn's bundled `digits.csv.gz`.
+
+    `$KERAS_TOWERS_DIGITS_DIR` overrides. Located with
+    `importlib.util.find_spec`, which does not import scikit-learn (slow to
+    import). `None` when scikit-learn is not installed.
+    """
+    override = os.environ.get(DIGITS_DIR_ENV)
+    if override:
+        return Path(override)
+    spec = importlib.util.find_spec("sklearn")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(list(spec.submodule_search_locations)[0]) / "datasets" / "data"
 
 
 def debian_package_version(package: str) -> str | None:

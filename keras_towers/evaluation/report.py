@@ -36,6 +36,10 @@ def _save(fig, path) -> str:
     return path
 
 
+#: Confusion matrices name their classes on the axes up to this many classes.
+MAX_LABELLED_CLASSES = 100
+
+
 def plot_confusion_matrix(
     cm,
     class_names: Sequence[str],
@@ -52,7 +56,8 @@ def plot_confusion_matrix(
         title: str. Figure title.
         normalize: bool. Colour cells by the share of their row (recall per
             class) instead of raw counts; the counts are printed in the cells
-            either way when there are at most 30 classes.
+            either way when there are at most 30 classes. Class names label
+            the axes up to `MAX_LABELLED_CLASSES` classes.
 
     Returns:
         The path written.
@@ -85,8 +90,12 @@ def plot_confusion_matrix(
     fig.colorbar(
         image, ax=ax, shrink=0.8, label="share of true class" if normalize else "count"
     )
-    ax.set_xticks(range(c), labels=list(class_names), rotation=45, ha="right")
-    ax.set_yticks(range(c), labels=list(class_names))
+    if c <= MAX_LABELLED_CLASSES:
+        ax.set_xticks(range(c), labels=list(class_names), rotation=45, ha="right")
+        ax.set_yticks(range(c), labels=list(class_names))
+    else:  # hundreds of names would only overlap (flags, Fluent 3D)
+        ax.set_xticks([])
+        ax.set_yticks([])
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     ax.set_title(title)
