@@ -29,7 +29,7 @@ from PIL import Image
 #: Longer side of every rendered image, in pixels.
 RENDER_SIZE = 128
 #: Cached PNGs of this renderer version; bump when the rendering changes.
-RENDER_VERSION = 3
+RENDER_VERSION = 2
 
 _INSTALL = "pip install 'keras-towers[data]' (pyvips==3.2.0 pyvips-binary==8.18.7)"
 
@@ -80,34 +80,39 @@ def render_svg(svg_data: bytes, size: int = RENDER_SIZE) -> Image.Image:
         probe = pyvips.Image.svgload_buffer(svg_data, access="sequential")
         scale = 2 * size / max(probe.width, probe.height, 1)
         image = pyvips.Image.svgload_buffer(svg_data, scale=scale, unlimited=True)
+        # Rendered once: every later step reads these pixels (libvips is
+        # lazy and would otherwise render the SVG again for each one).
+        image = image.copy_memory()
         if image.bands == 3:
             image = image.bandjoin(255)
-        if image.bands != 4 or image.format != "uchar":
-            raise ValueError(f"{image.bands} bands of {image.format} after rendering")
+        if image.bands != 4:
+            raise ValueError(f"{image.bands} bands after rendering")
+        left, top, width, height = image.extract_band(3).find_trim(
+            threshold=0, background=[0]
+        )
+        if width == 0 or height == 0:
+            raise ValueError("blank: fully transparent")
+        margin = max(1, round(0.02 * max(width, height)))
+        left, top = max(0, left - margin), max(0, top - margin)
+        width = min(image.width - left, width + 2 * margin)
+        height = min(image.height - top, height + 2 * margin)
+        image = image.crop(left, top, width, height)
+        image = image.premultiply().resize(size / max(width, height))
+        image = image.unpremultiply().cast("uchar").copy_memory()
+        if image.width > size or image.height > size:  # rounding up
+            image = image.crop(0, 0, min(image.width, size), min(image.height, size))
         pixels = image.numpy()
     except pyvips.Error as e:
         message = str(e).strip().splitlines()
         raise ValueError(message[0] if message else "libvips error") from e
-    rows = np.flatnonzero(pixels[..., 3].any(axis=1))
-    cols = np.flatnonzero(pixels[..., 3].any(axis=0))
-    if rows.size == 0:
+    if not pixels[..., 3].any():
         raise ValueError("blank: fully transparent")
-    top, bottom, left, right = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
-    margin = max(1, round(0.02 * max(bottom - top, right - left)))
-    top, left = max(0, top - margin), max(0, left - margin)
-    bottom = min(pixels.shape[0], bottom + margin)
-    right = min(pixels.shape[1], right + margin)
-    crop = Image.fromarray(np.ascontiguousarray(pixels[top:bottom, left:right]))
-    factor = size / max(crop.width, crop.height)
-    shape = (max(1, round(crop.width * factor)), max(1, round(crop.height * factor)))
-    out = crop.convert("RGBa").resize(shape, Image.Resampling.LANCZOS).convert("RGBA")
     # One flat colour once composited onto white: nothing to see.
-    rgba = np.asarray(out, dtype=np.float32)
-    alpha = rgba[..., 3:] / 255.0
-    flat = rgba[..., :3] * alpha + 255.0 * (1.0 - alpha)
+    alpha = pixels[..., 3:].astype(np.float32) / 255.0
+    flat = pixels[..., :3] * alpha + 255.0 * (1.0 - alpha)
     if float(flat.std()) < 0.5:
         raise ValueError("blank: one flat colour")
-    return out
+    return Image.fromarray(np.ascontiguousarray(pixels), "RGBA")
 
 
 def render_to_cache(
