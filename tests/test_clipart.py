@@ -15,6 +15,8 @@ from keras_towers.datasets import render
 from keras_towers.datasets.tuxpaint import scan_tuxpaint
 from keras_towers.datasets.tuxpaint import scan_tuxpaint_svg
 
+pytestmark = pytest.mark.backend_independent
+
 DRAWING = '<rect x="10" y="10" width="80" height="60" fill="#c33"/>'
 
 

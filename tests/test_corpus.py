@@ -25,6 +25,8 @@ from keras_towers.datasets import paths
 from tests import corpus_fakes
 from tests import eval_set_fakes
 
+pytestmark = pytest.mark.backend_independent
+
 TUX = corpus.TUXPAINT_FRACTIONS
 DEFAULT = corpus.DEFAULT_FRACTIONS
 SOURCES = ("tuxpaint", "tuxpaint-svg", "emoji-google", "emoji-twitter")

@@ -16,6 +16,8 @@ from tests.corpus_fakes import datasource as _datasource
 from tests.corpus_fakes import emojibase as _emojibase
 from tests.corpus_fakes import npm_tarball as _tarball
 
+pytestmark = pytest.mark.backend_independent
+
 ITEM_KEYS = {"id", "caption", "tags", "codepoint", "category", "style"}
 
 

@@ -7,6 +7,8 @@ pytest.importorskip("pyvips")
 
 from keras_towers.datasets import render  # noqa: E402
 
+pytestmark = pytest.mark.backend_independent
+
 
 def _svg(body: str, size: int = 100) -> bytes:
     return (
