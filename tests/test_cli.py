@@ -89,12 +89,20 @@ def test_eval_json_and_report(capsys, tmp_path, pairs_csv):
         str(out_json),
         "--report",
         str(report),
+        "--markdown",
+        str(tmp_path / "table.md"),
         "--verbose",
         "0",
     )
     assert code == 0
     metrics = json.loads(out_json.read_text())
     zero_shot = metrics["zeroshot:shapes"]
+    table = (tmp_path / "table.md").read_text().splitlines()
+    assert table[0] == f"| preset | `zeroshot:shapes` | `retrieval:{pairs_csv}` |"
+    row = table[2].split(" | ")
+    assert row[0] == "| `shapes_clip_tiny`"
+    assert row[1] == f"{100 * zero_shot['accuracy']:.1f}%"
+    assert table[3].startswith("| *chance* | 8.33% | ")
     assert 0.0 <= zero_shot["accuracy"] <= 1.0 and zero_shot["num_examples"] == 60
     retrieval = metrics[f"retrieval:{pairs_csv}"]
     for direction in ("image_to_text", "text_to_image"):

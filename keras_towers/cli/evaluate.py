@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from pathlib import Path
 
@@ -114,6 +115,11 @@ def add_parsers(commands) -> None:
     evaluate.add_argument("--batch-size", type=_positive_int, default=64)
     evaluate.add_argument("--json", help="write the metrics to this JSON file")
     evaluate.add_argument("--report", help="directory for metrics JSON and plots")
+    evaluate.add_argument(
+        "--markdown",
+        help="write a Markdown table (one row per preset, one column per task: "
+        "accuracy, or image->text / text->image recall@10) to this file",
+    )
     evaluate.add_argument("--verbose", type=int, default=1, choices=(0, 1))
     add_load_options(evaluate)
     evaluate.set_defaults(func=cmd_eval)
@@ -192,6 +198,10 @@ def cmd_eval(args) -> int:
     for task in args.task:
         tasks.parse(task)  # fail fast on a typo, before loading anything
     check_output_paths(report=args.report, json_file=args.json)
+    if args.markdown and os.path.isdir(args.markdown):
+        raise ValueError(
+            f"--markdown {args.markdown} is a folder; expected a file name."
+        )
     names = args.preset
     if names == ["all"]:
         names = list(presets.all_presets())
@@ -217,6 +227,9 @@ def cmd_eval(args) -> int:
             if args.report:
                 _report_task(Path(args.report), preset, result)
     _print_table(rows)
+    if args.markdown:
+        Path(args.markdown).write_text(markdown_table(rows), encoding="utf-8")
+        print(f"wrote {args.markdown}")
     if args.json:
         write_json(args.json, results)
         print(f"wrote {args.json}")
@@ -224,6 +237,45 @@ def cmd_eval(args) -> int:
         write_json(Path(args.report) / "metrics.json", results)
         print(f"wrote report to {args.report}")
     return 0
+
+
+def _headline_cell(metrics: dict) -> str:
+    if "accuracy" in metrics:
+        return f"{100 * metrics['accuracy']:.1f}%"
+    keys = ("image_to_text_recall@10", "text_to_image_recall@10")
+    if all(k in metrics for k in keys):
+        return " / ".join(f"{100 * metrics[k]:.1f}%" for k in keys)
+    return "-"
+
+
+def _chance_cell(metrics: dict) -> str:
+    if "chance" in metrics:
+        return f"{100 * metrics['chance']:.2f}%"
+    if "chance_recall@1" in metrics:
+        return f"{min(1.0, 10 * metrics['chance_recall@1']) * 100:.1f}%"
+    return "-"
+
+
+def markdown_table(rows) -> str:
+    """Presets x tasks as a Markdown table: zero-shot and linear-probe
+    accuracy, retrieval recall@10 image->text / text->image, and a chance
+    row."""
+    tasks_ = list(dict.fromkeys(task for _, task, _ in rows))
+    cells = {(preset, task): metrics for preset, task, metrics in rows}
+    presets_ = list(dict.fromkeys(preset for preset, _, _ in rows))
+    lines = [
+        "| preset | " + " | ".join(f"`{t}`" for t in tasks_) + " |",
+        "|---|" + "---|" * len(tasks_),
+    ]
+    for preset in presets_:
+        values = [_headline_cell(cells.get((preset, t), {})) for t in tasks_]
+        lines.append(f"| `{preset}` | " + " | ".join(values) + " |")
+    chance = []
+    for t in tasks_:
+        first = next((m for p, task, m in rows if task == t), {})
+        chance.append(_chance_cell(first))
+    lines.append("| *chance* | " + " | ".join(chance) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def cmd_zero_shot(args) -> int:
