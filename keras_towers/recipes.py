@@ -392,7 +392,7 @@ register_trainer("three-towers")(_cached_feature_trainer)
 # objective (and ProtoCLIP's prototype heads) differ.
 
 #: Pairs in the embedded corpus's train split (the default episode size).
-EMBEDDED_TRAIN_PAIRS = 2236
+EMBEDDED_TRAIN_PAIRS = 26799
 #: Width of both heads in the `*-heads` recipes.
 HEADS_DIM = 256
 #: Hidden width of `protoclip-heads`' prototype heads (ProtoCLIP's default
