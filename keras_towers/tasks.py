@@ -39,6 +39,9 @@ TASKS = Registry("task kind", hint="Register one with `register_task`.")
 #: Retrieval sets built from the embedded corpus: name -> (split, sources).
 RETRIEVAL_SETS = {
     "tuxpaint": ("test", ("tuxpaint",)),
+    # Every held-out concept of the corpus, in every art style (None: all
+    # sources): 1,708 pairs.
+    "corpus": ("test", None),
 }
 
 #: Retrieval sets read some other way: name -> `loader(limit)` returning

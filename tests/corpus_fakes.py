@@ -5,6 +5,9 @@ import json
 import tarfile
 from pathlib import Path
 
+import numpy as np
+from PIL import Image
+
 from keras_towers.datasets import emoji_sets
 
 
@@ -61,6 +64,13 @@ def emojibase(data_dir: Path) -> None:
             "en/data.json.d.ts": "not extracted",
         },
     )
+
+
+def tiny_png(value: int = 0) -> bytes:
+    """A valid 4x4 RGBA PNG of one grey level."""
+    out = io.BytesIO()
+    Image.fromarray(np.full((4, 4, 4), value, "uint8")).save(out, format="PNG")
+    return out.getvalue()
 
 
 def datasource(data_dir: Path, style: str, extra_name: str | None = None) -> None:
@@ -124,7 +134,7 @@ def datasource(data_dir: Path, style: str, extra_name: str | None = None) -> Non
             }
         )
         pngs.append("1f9f0")
-    files = {f"img/{style}/64/{p}.png": b"\x89PNG" for p in pngs}
-    files["img/other/64/1f600.png"] = b"\x89PNG"
+    files = {f"img/{style}/64/{p}.png": tiny_png(i) for i, p in enumerate(pngs)}
+    files["img/other/64/1f600.png"] = tiny_png(0)
     files["emoji.json"] = entries
     npm_tarball(data_dir, f"emoji-datasource-{style}", "16.0.0", files)

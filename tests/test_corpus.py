@@ -313,6 +313,19 @@ def test_shards_stream_the_same_pairs(fake):
     assert {r["caption"] for r in real} <= got
 
 
+def test_corpus_retrieval_set_is_every_held_out_pair(fake):
+    from keras_towers import tasks
+
+    _prepare()
+    test = datasets.embedded_records("test")
+    images, captions = tasks.retrieval_pairs("corpus")
+    assert captions == [r["caption"] for r in test]
+    assert {r["source"] for r in test} > {"tuxpaint"}
+    assert all(image.ndim == 3 and image.shape[-1] == 3 for image in images)
+    tux, _ = tasks.retrieval_pairs("tuxpaint")
+    assert len(tux) == sum(r["source"] == "tuxpaint" for r in test)
+
+
 def test_render_failures_are_counted_not_fatal(fake):
     _txt(
         fake["stamps"] / "vehicles/boat.svg",
