@@ -1,7 +1,7 @@
 """ASIF accuracy against the number of anchors (the ASIF paper's main figure).
 
 EfficientNet-Lite0 + all-MiniLM-L6-v2, `k=800`, `p=8`. The anchor pool is the
-shipped preset's: the embedded corpus train + validation pairs (2,512). For
+shipped preset's: the embedded corpus train + validation pairs (28,430 since corpus v2). For
 each size `N`, `--seeds` random subsets of `N` anchors are drawn from the
 pool (the full pool once), and each subset is scored on:
 

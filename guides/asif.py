@@ -13,7 +13,7 @@ installed offline by `scripts/setup.sh`, and the embedded corpus prepared by
 
     KERAS_BACKEND=tensorflow python guides/asif.py
 
-`GUIDE_ANCHORS` (default: all 2,512 train + validation pairs) and
+`GUIDE_ANCHORS` (default: all 28,430 train + validation pairs) and
 `GUIDE_QUERIES` (default 500 zero-shot images, 178 retrieval stamps) set the
 sizes; the test suite runs it with a few dozen of each.
 """
@@ -101,8 +101,10 @@ for item in model.explain(stamps[0], captions[0], top_n=3):
 # 6. Changing what the model knows takes milliseconds once features exist:
 #    add pairs (raw, or as features), remove them by id, position or rule.
 #    Representations depend on the anchors, so recompute them afterwards.
-emoji_ids = model.remove_anchors(where=lambda a: a.image_ref.startswith("emoji:"))
-print(f"removed {len(emoji_ids)} emoji anchors -> {model.num_anchors} left")
+emoji_ids = model.remove_anchors(
+    where=lambda a: not a.image_ref.startswith(("tuxpaint:", "tuxpaint-svg:"))
+)
+print(f"removed {len(emoji_ids)} non-Tux Paint anchors -> {model.num_anchors} left")
 if model.num_anchors:
     without = evaluation.evaluate_retrieval(model, stamps, captions, verbose=0)
     print(

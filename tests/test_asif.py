@@ -822,12 +822,18 @@ def test_shipped_preset_loads_by_name_and_matches_its_recorded_check():
         p.name for p in Path(keras_towers.presets.resolve(ASIF, SHIPPED)).iterdir()
     }
     assert "model.weights.h5" in files and "anchors.safetensors" not in files
+    # Every shipped preset stays under 15 MB: ~28k anchors stored compactly.
+    preset_dir = Path(keras_towers.presets.resolve(ASIF, SHIPPED))
+    size = sum(p.stat().st_size for p in preset_dir.rglob("*") if p.is_file())
+    assert size < 15e6
+    assert metadata["anchor_storage"] == model.anchor_storage
+    assert model.anchor_storage["quantize"] == "int8"
     assert model.num_anchors == metadata["num_anchors"]
     assert (model.k, model.p) == (metadata["k"], metadata["p"])
     assert model.anchor_image_features.dtype == np.float16
     assert model.anchor_image_features.shape[1] == 1280  # EfficientNet-Lite0
     assert model.anchor_text_features.shape[1] == 384  # MiniLM-L6
-    # The anchors are train + validation pairs, never the Tux Paint test split.
+    # The anchors are every train + validation pair, never a test pair.
     test_ids = {r["id"] for r in keras_towers.datasets.embedded_records("test")}
     assert test_ids.isdisjoint(model.anchor_image_refs)
     expected = {

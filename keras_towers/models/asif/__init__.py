@@ -11,6 +11,8 @@ which takes milliseconds when their features are given.
 | `recipes.py` | `lite_minilm_asif`: EfficientNet-Lite + MiniLM, no anchors |
 | `anchors.py` | the anchor store, `Anchor`, adding and removing anchors |
 | `saving.py` | the anchors as arrays for Keras saving (`save_own_variables`) |
+| `storage.py` | how anchor features are written: exact, deduplicated, or compact (PCA + int8) |
+| `backgrounds.py` | `query_background="light"`: invert dark-background query images |
 | `legacy.py` | reading presets of the earlier format (`anchors.safetensors`) |
 | `sources.py` | `load_tower_source`: towers from `keras_towers.pretrained` or a preset |
 | `zero_shot.py` | `ZeroShotHead`, `zero_shot_head`, `zero_shot_scores` |

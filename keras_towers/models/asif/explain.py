@@ -61,7 +61,7 @@ class ExplainMixin:
                     "`image` must be one image (H, W, C). Received shape "
                     f"{np.shape(image)}."
                 )
-            image_features = self.encode_image_features(np.asarray(image)[None])
+            image_features = self.query_image_features(np.asarray(image)[None])
         if text_features is None:
             text_features = self.encode_text_features([to_str(text, "text")])
         image_rep = self.represent(np.reshape(image_features, (1, -1)), "image", True)

@@ -12,11 +12,20 @@ model's own variables (it has none; its towers are saved as sub-layers):
 | `anchor_captions`, `anchor_image_refs` | UTF-8 bytes of all strings, one uint8 blob |
 | `anchor_caption_offsets`, `anchor_image_ref_offsets` | `(N + 1,)` int64 offsets into the blob |
 | `anchor_next_id` | `(1,)` int64: the next id `add_anchors` hands out |
+
+Identical feature rows are written once (`anchor_*_index`, `(N,)` int32,
+maps each anchor to its row), and with `ASIF(anchor_storage=...)` the rows
+may be stored compactly (`anchor_*_codes`, `_scales`, `_basis`, `_mean`
+instead of `anchor_*_features`); see `storage.py`. An exact set without
+duplicates is written in exactly the layout above, which every earlier
+version wrote and this one still reads.
 """
 
 from __future__ import annotations
 
 import numpy as np
+
+from keras_towers.models.asif import storage as storage_lib
 
 IMAGE_FEATURES = "anchor_image_features"
 TEXT_FEATURES = "anchor_text_features"
@@ -26,9 +35,9 @@ CAPTION_OFFSETS = "anchor_caption_offsets"
 IMAGE_REFS = "anchor_image_refs"
 IMAGE_REF_OFFSETS = "anchor_image_ref_offsets"
 NEXT_ID = "anchor_next_id"
+FEATURE_PREFIXES = ("anchor_image", "anchor_text")
+#: Keys every saved anchor set has (besides its features).
 ARRAY_KEYS = (
-    IMAGE_FEATURES,
-    TEXT_FEATURES,
     IDS,
     CAPTIONS,
     CAPTION_OFFSETS,
@@ -56,16 +65,18 @@ def decode_strings(blob: np.ndarray, offsets: np.ndarray) -> list[str]:
     ]
 
 
-def anchor_arrays(store) -> dict[str, np.ndarray]:
-    """An `AnchorStore` as the named arrays of the table above."""
+def anchor_arrays(store, storage: dict | None = None) -> dict[str, np.ndarray]:
+    """An `AnchorStore` as the named arrays of the table above, its features
+    stored as `storage` says (`storage.check_storage`; default exact)."""
+    storage = storage_lib.check_storage(storage or "exact")
     captions, caption_offsets = encode_strings(store.captions)
     refs, ref_offsets = encode_strings(store.image_refs)
     empty = np.zeros((0, 0), store.dtype)
     image = store.image if store.image is not None else empty
     text = store.text if store.text is not None else empty
     return {
-        IMAGE_FEATURES: np.ascontiguousarray(image),
-        TEXT_FEATURES: np.ascontiguousarray(text),
+        **storage_lib.encode(image, "anchor_image", storage, "image"),
+        **storage_lib.encode(text, "anchor_text", storage, "text"),
         IDS: np.ascontiguousarray(store.ids),
         CAPTIONS: captions,
         CAPTION_OFFSETS: caption_offsets,
@@ -79,6 +90,11 @@ def anchors_from_arrays(arrays) -> dict:
     """The arrays of `anchor_arrays` (a dict or a Keras weights store) as
     `ASIF.restore_anchors` arguments."""
     missing = [key for key in ARRAY_KEYS if key not in arrays]
+    missing += [
+        f"{prefix}_features"
+        for prefix in FEATURE_PREFIXES
+        if not storage_lib.has_features(arrays, prefix)
+    ]
     if missing:
         raise ValueError(
             f"The saved ASIF state lacks the anchor arrays {missing}: it was "
@@ -86,8 +102,8 @@ def anchors_from_arrays(arrays) -> dict:
             "ASIF."
         )
     return {
-        "image_features": np.asarray(arrays[IMAGE_FEATURES]),
-        "text_features": np.asarray(arrays[TEXT_FEATURES]),
+        "image_features": storage_lib.decode(arrays, "anchor_image"),
+        "text_features": storage_lib.decode(arrays, "anchor_text"),
         "ids": np.asarray(arrays[IDS]),
         "captions": decode_strings(arrays[CAPTIONS], arrays[CAPTION_OFFSETS]),
         "image_refs": decode_strings(arrays[IMAGE_REFS], arrays[IMAGE_REF_OFFSETS]),
@@ -95,15 +111,20 @@ def anchors_from_arrays(arrays) -> dict:
     }
 
 
-def save_anchors(store, weights_store) -> None:
+def save_anchors(store, weights_store, storage: dict | None = None) -> None:
     """Write an anchor set into a Keras weights store (a mapping)."""
-    for key, value in anchor_arrays(store).items():
+    for key, value in anchor_arrays(store, storage).items():
         weights_store[key] = value
+
+
+def is_anchor_key(key: str) -> bool:
+    """Whether `key` names one of the arrays `save_anchors` writes."""
+    return key in ARRAY_KEYS or storage_lib.is_own_key(key, FEATURE_PREFIXES)
 
 
 def split_own_variables(weights_store) -> tuple[dict, dict]:
     """`(anchor arrays, other entries)` of a Keras weights store."""
     anchors, others = {}, {}
     for key in weights_store.keys():
-        (anchors if key in ARRAY_KEYS else others)[key] = weights_store[key]
+        (anchors if is_anchor_key(key) else others)[key] = weights_store[key]
     return anchors, others
