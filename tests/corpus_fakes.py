@@ -8,12 +8,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from keras_towers.datasets import emoji_sets
+from keras_towers.datasets import npm
 
 
 def npm_tarball(data_dir: Path, name: str, version: str, files: dict) -> None:
     """Write `<data_dir>/sources/<npm pack name>` holding `files`."""
-    path = data_dir / "sources" / emoji_sets.tarball_name(name, version)
+    path = data_dir / "sources" / npm.tarball_name(name, version)
     path.parent.mkdir(parents=True, exist_ok=True)
     files = {"package.json": {"name": name, "version": version}, **files}
     with tarfile.open(path, "w:gz") as archive:

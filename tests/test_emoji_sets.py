@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 
 from keras_towers.datasets import emoji_sets
+from keras_towers.datasets import emojibase
 from keras_towers.datasets import paths
-from keras_towers.datasets.emoji_sets import normalise_codepoint
+from keras_towers.datasets.emojibase import normalise_codepoint
 from tests.corpus_fakes import datasource as _datasource
 from tests.corpus_fakes import emojibase as _emojibase
 from tests.corpus_fakes import npm_tarball as _tarball
@@ -68,21 +69,21 @@ def test_normalise_codepoint_rejects(bad):
 
 
 def test_name_helpers():
-    assert emoji_sets.name_key("flag: Côte d’Ivoire") == "flag-cote-divoire"
-    assert emoji_sets.name_key("Antigua & Barbuda") == "antigua-and-barbuda"
-    assert emoji_sets.caption_from_name("smiling-face") == "smiling face"
-    assert emoji_sets.is_skin_tone_variant("1f44b-1f3ff")
-    assert not emoji_sets.is_skin_tone_variant("1f44b")
-    assert not emoji_sets.is_skin_tone_variant(None)
-    assert emoji_sets.is_text_glyph("0023-20e3")
-    assert emoji_sets.is_text_glyph("1f1e6")  # regional indicator A
-    assert not emoji_sets.is_text_glyph("1f1ef-1f1f5")  # a flag
-    assert emoji_sets.is_text_glyph(None, "letter a")
-    assert not emoji_sets.is_text_glyph("1f600", "grinning face")
+    assert emojibase.name_key("flag: Côte d’Ivoire") == "flag-cote-divoire"
+    assert emojibase.name_key("Antigua & Barbuda") == "antigua-and-barbuda"
+    assert emojibase.caption_from_name("smiling-face") == "smiling face"
+    assert emojibase.is_skin_tone_variant("1f44b-1f3ff")
+    assert not emojibase.is_skin_tone_variant("1f44b")
+    assert not emojibase.is_skin_tone_variant(None)
+    assert emojibase.is_text_glyph("0023-20e3")
+    assert emojibase.is_text_glyph("1f1e6")  # regional indicator A
+    assert not emojibase.is_text_glyph("1f1ef-1f1f5")  # a flag
+    assert emojibase.is_text_glyph(None, "letter a")
+    assert not emojibase.is_text_glyph("1f600", "grinning face")
 
 
 def test_emojibase_index(data_dir):
-    index = emoji_sets.load_emojibase(data_dir)
+    index = emojibase.load_emojibase(data_dir)
     assert index.get("1f44b").tags == ("hello", "wave")
     assert index.get("1f44b-1f3ff").label == "waving hand: dark skin tone"
     assert index.get("1f44b-1f3ff").base == "1f44b"
@@ -305,7 +306,7 @@ def test_iconify_joins_by_chars_and_by_name(data_dir):
     assert amazed["caption"] == "amazed face"
     assert amazed["tags"] == ["happy"]
     assert amazed["category"] == "smileys"
-    assert emoji_sets.is_text_glyph(None, by_name["letter-q"]["caption"])
+    assert emojibase.is_text_glyph(None, by_name["letter-q"]["caption"])
     assert by_name["smiling-face-2"]["svg"].startswith(
         '<svg xmlns="http://www.w3.org/2000/svg" width="48" height="64" '
         'viewBox="0 0 48 64">'
@@ -343,7 +344,7 @@ def test_no_fluent_and_licences():
     assert licences["noto-v1"] == "Apache-2.0"
     assert licences["streamline-emojis"] == licences["emojione"] == "CC-BY-4.0"
     for source in emoji_sets.SOURCES.values():
-        assert source.attribution and emoji_sets.EMOJIBASE in source.packages
+        assert source.attribution and emojibase.EMOJIBASE in source.packages
 
 
 # === The real packages ===

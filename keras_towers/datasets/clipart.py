@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
 
 from keras_towers.datasets import paths
 from keras_towers.datasets.emoji_sets import iconify_svg
@@ -43,6 +42,7 @@ from keras_towers.datasets.openclipart import OPENCLIPART_LICENSE
 from keras_towers.datasets.openclipart import openclipart_listing
 from keras_towers.datasets.sources import CorpusSource
 from keras_towers.datasets.sources import Package
+from keras_towers.datasets.sources import items_from_listing
 from keras_towers.datasets.tuxpaint import TUXPAINT_LICENSE
 from keras_towers.datasets.tuxpaint import scan_tuxpaint_svg
 
@@ -276,13 +276,7 @@ def listing(name: str, data_dir: str | os.PathLike | None = None):
 
 
 def _items_of(name: str):
-    def items(data_dir: Path):
-        found, skipped, _ = listing(name, data_dir)
-        return found, skipped
-
-    items.__name__ = f"{name.replace('-', '_')}_items"
-    items.__doc__ = f"The `{name}` items: `listing({name!r}, data_dir)[:2]`."
-    return items
+    return items_from_listing(listing, name)
 
 
 #: The clip art family of corpus sources, by name.

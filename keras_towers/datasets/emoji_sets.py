@@ -55,28 +55,25 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from keras_towers.datasets.emojibase import DATA_LICENSE  # noqa: F401
-from keras_towers.datasets.emojibase import EMOJIBASE  # noqa: F401
-from keras_towers.datasets.emojibase import EMOJIBASE_ATTRIBUTION  # noqa: F401
-from keras_towers.datasets.emojibase import SKIN_TONES  # noqa: F401
-from keras_towers.datasets.emojibase import EmojiIndex  # noqa: F401
-from keras_towers.datasets.emojibase import caption_from_name  # noqa: F401
-from keras_towers.datasets.emojibase import category_key  # noqa: F401
-from keras_towers.datasets.emojibase import clean_text  # noqa: F401
-from keras_towers.datasets.emojibase import emoji_fields  # noqa: F401
-from keras_towers.datasets.emojibase import extract  # noqa: F401
-from keras_towers.datasets.emojibase import icon_words  # noqa: F401
-from keras_towers.datasets.emojibase import is_skin_tone_variant  # noqa: F401
-from keras_towers.datasets.emojibase import is_text_glyph  # noqa: F401
-from keras_towers.datasets.emojibase import load_emojibase  # noqa: F401
-from keras_towers.datasets.emojibase import name_key  # noqa: F401
-from keras_towers.datasets.emojibase import normalise_codepoint  # noqa: F401
-from keras_towers.datasets.emojibase import read_json  # noqa: F401
-from keras_towers.datasets.emojibase import tags_of  # noqa: F401
-from keras_towers.datasets.emojibase import try_normalise  # noqa: F401
+from keras_towers.datasets.emojibase import EMOJIBASE
+from keras_towers.datasets.emojibase import SKIN_TONES
+from keras_towers.datasets.emojibase import EmojiIndex
+from keras_towers.datasets.emojibase import caption_from_name
+from keras_towers.datasets.emojibase import category_key
+from keras_towers.datasets.emojibase import clean_text
+from keras_towers.datasets.emojibase import emoji_fields
+from keras_towers.datasets.emojibase import extract
+from keras_towers.datasets.emojibase import icon_words
+from keras_towers.datasets.emojibase import is_skin_tone_variant
+from keras_towers.datasets.emojibase import load_emojibase
+from keras_towers.datasets.emojibase import normalise_codepoint
+from keras_towers.datasets.emojibase import read_json
+from keras_towers.datasets.emojibase import tags_of
+from keras_towers.datasets.emojibase import try_normalise
 from keras_towers.datasets.npm import tarball_name
 from keras_towers.datasets.sources import CorpusSource
 from keras_towers.datasets.sources import Package
+from keras_towers.datasets.sources import items_from_listing
 
 # === emoji-datasource (Google, Twitter) ===
 
@@ -523,13 +520,7 @@ def listing(name: str, data_dir: str | Path) -> tuple[list[dict], dict, dict]:
 
 
 def _items_of(name: str):
-    def items(data_dir: Path):
-        found, skipped, _ = listing(name, data_dir)
-        return found, skipped
-
-    items.__name__ = f"{name.replace('-', '_')}_items"
-    items.__doc__ = f"The `{name}` items: `listing({name!r}, data_dir)[:2]`."
-    return items
+    return items_from_listing(listing, name)
 
 
 def _sources() -> dict[str, CorpusSource]:

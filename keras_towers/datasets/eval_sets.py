@@ -9,7 +9,7 @@ serves them through `load_classification` / `describe_classification`.
   Each image is named by its emoji's CLDR English label from npm
   `emojibase-data@17.0.0` (MIT; `en/data.json`, read straight from its
   tarball). The two join on the corpus' normalised code point
-  (`emoji_sets.normalise_codepoint`: lowercase hex, each code point at least
+  (`emojibase.normalise_codepoint`: lowercase hex, each code point at least
   4 digits, so `23` and `0023` are the same, joined by `-`, every `fe0f`
   removed). Fluent names its subdivision flags (England, Scotland,
   Wales) without the closing `e007f` cancel tag; they join with it. Only base
@@ -85,7 +85,7 @@ _COMPONENT_GROUP = 2  # emojibase's "component" group: skin tones, hair parts
 
 
 def emoji_key(sequence: str) -> str | None:
-    """`emoji_sets.normalise_codepoint` of a file name or hexcode, or None.
+    """`emojibase.normalise_codepoint` of a file name or hexcode, or None.
 
     Lowercase hex, each code point padded to at least 4 digits, joined by
     `-`, every `fe0f` (variation selector 16) removed; `_` separates like

@@ -92,3 +92,16 @@ class CorpusSource:
             if not where.exists():
                 out[package.name] = str(where)
         return out
+
+
+def items_from_listing(listing: Callable, name: str) -> Callable:
+    """A source's `items(data_dir)` from a family's `listing(name, data_dir)`
+    returning `(items, skipped, meta)`: the first two."""
+
+    def items(data_dir: Path):
+        found, skipped, _ = listing(name, data_dir)
+        return found, skipped
+
+    items.__name__ = f"{name.replace('-', '_')}_items"
+    items.__doc__ = f"The `{name}` items: `listing({name!r}, data_dir)[:2]`."
+    return items
