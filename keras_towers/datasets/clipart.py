@@ -34,7 +34,6 @@ import os
 from keras_towers.datasets import paths
 from keras_towers.datasets.emoji_sets import iconify_svg
 from keras_towers.datasets.emojibase import caption_from_name
-from keras_towers.datasets.npm import extract_package
 from keras_towers.datasets.npm import tarball_name
 from keras_towers.datasets.openclipart import OPENCLIPART
 from keras_towers.datasets.openclipart import OPENCLIPART_ATTRIBUTION
@@ -142,16 +141,7 @@ def game_icons_listing(
     ```
     """
     data_dir = paths.resolve_data_dir(data_dir)
-    tarball = GAME_ICONS.path(data_dir)
-    if not tarball.is_file():
-        raise FileNotFoundError(
-            f"The npm package {GAME_ICONS.name}@{GAME_ICONS.version} is not "
-            f"installed: no {tarball}. Install it with "
-            f"{GAME_ICONS.install_hint().replace('<data_dir>', str(data_dir))} "
-            "or run `bash scripts/setup.sh`."
-        )
-    dest = data_dir / tarball.name.removesuffix(".tgz")
-    extract_package(tarball, dest, lambda p: p in ("icons.json", "info.json"))
+    dest = GAME_ICONS.extract(data_dir, lambda p: p in ("icons.json", "info.json"))
     path = dest / "icons.json"
     try:
         data = json.loads(path.read_text("utf-8"))

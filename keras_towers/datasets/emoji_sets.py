@@ -62,7 +62,6 @@ from keras_towers.datasets.emojibase import caption_from_name
 from keras_towers.datasets.emojibase import category_key
 from keras_towers.datasets.emojibase import clean_text
 from keras_towers.datasets.emojibase import emoji_fields
-from keras_towers.datasets.emojibase import extract
 from keras_towers.datasets.emojibase import icon_words
 from keras_towers.datasets.emojibase import is_skin_tone_variant
 from keras_towers.datasets.emojibase import load_emojibase
@@ -95,7 +94,7 @@ class _Datasource:
 
 def _datasource_listing(name, package, style: _Datasource, data_dir):
     index = load_emojibase(data_dir)
-    directory = extract(package, data_dir, style.select)
+    directory = package.extract(data_dir, style.select)
     path = directory / "emoji.json"
     entries = read_json(path, None)
     if not isinstance(entries, list):
@@ -210,7 +209,7 @@ def _split_tags(text) -> list[str]:
 def _openmoji_listing(name, data_dir):
     folder = _OPENMOJI_STYLES[name]
     index = load_emojibase(data_dir)
-    directory = extract(OPENMOJI, data_dir, _openmoji_file)
+    directory = OPENMOJI.extract(data_dir, _openmoji_file)
     path = directory / "data" / "openmoji.json"
     entries = read_json(path, None)
     if not isinstance(entries, list):
@@ -322,7 +321,7 @@ class _Iconify:
 
 def _iconify_listing(name, spec: _Iconify, data_dir):
     index = load_emojibase(data_dir)
-    directory = extract(spec.package, data_dir, lambda p: p in _ICONIFY_FILES)
+    directory = spec.package.extract(data_dir, lambda p: p in _ICONIFY_FILES)
     path = directory / "icons.json"
     data = read_json(path, None)
     if not isinstance(data, dict) or not isinstance(data.get("icons"), dict):

