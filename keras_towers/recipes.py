@@ -41,6 +41,7 @@ from keras_towers.preprocessing import TEXT_KEY
 from keras_towers.preprocessing import ByteTokenizer
 from keras_towers.preprocessing import ContrastivePreprocessor
 from keras_towers.training import PairArrays
+from keras_towers.training import StreamedPairs
 from keras_towers.utils.registry import Registry
 
 
@@ -133,12 +134,9 @@ def load_training_data(data: str, image_size: int, resize=DEFAULT_FRAMING):
     if data == "embedded":
         train = datasets.embedded_records("train")
         validation = datasets.embedded_records("validation")
-        train_pairs = PairArrays.from_dataset(
-            datasets.from_records(train), image_size, resize=resize
-        )
-        validation_pairs = PairArrays.from_dataset(
-            datasets.from_records(validation), image_size, resize=resize
-        )
+        framing = _framing_of(resize)
+        train_pairs = _streamed_records(train, image_size, framing)
+        validation_pairs = _streamed_records(validation, image_size, framing)
         info = {
             "name": "embedded",
             "train_pairs": len(train_pairs),
@@ -153,6 +151,32 @@ def load_training_data(data: str, image_size: int, resize=DEFAULT_FRAMING):
     )
     info = {"name": str(data), "train_pairs": len(pairs), "framing": pairs.framing}
     return pairs, None, info
+
+
+def _framing_of(resize) -> str:
+    if isinstance(resize, str):
+        return resize
+    framing = getattr(getattr(resize, "preprocessor", resize), "framing", None)
+    if framing is None:
+        raise TypeError(
+            f"`resize` must be a framing name or a model with a preprocessor. "
+            f"Received: {type(resize).__name__}."
+        )
+    return framing
+
+
+def _streamed_records(records: list, image_size: int, framing: str) -> StreamedPairs:
+    """Corpus records as pairs whose images are decoded only when read (a
+    locked tower's features stream them; `.images` loads them all)."""
+    if not records:
+        raise ValueError("The corpus split is empty: run `keras-towers data prepare`.")
+    return StreamedPairs(
+        lambda: datasets.from_records(records, on_error="raise"),
+        [r["caption"] for r in records],
+        image_size=image_size,
+        framing=framing,
+        refs=[r.get("id", r["image"]) for r in records],
+    )
 
 
 @register_recipe(
@@ -295,11 +319,11 @@ def locked_feature_arrays(
         raise ValueError(
             "`frozen_pairs` must hold the same pairs as `pairs`, in the same order."
         )
+    # Streamed: the frozen tower's images are decoded and framed as they are
+    # encoded, never held all at once (26,799 corpus images at 224 px would
+    # be 4 GB); only the features are kept.
     cached = cache_locked_features(
-        model,
-        {IMAGE_KEY: frozen_pairs.images, TEXT_KEY: frozen_pairs.texts.astype(str)},
-        batch_size=64,
-        cache_dir=_feature_cache_dir(),
+        model, frozen_pairs.dataset(), batch_size=64, cache_dir=_feature_cache_dir()
     )
     feature_keys = [k for k in cached.element_spec if k.endswith("_features")]
     columns = {k: [] for k in feature_keys}
@@ -307,6 +331,12 @@ def locked_feature_arrays(
         for k in feature_keys:
             columns[k].append(batch[k])
     arrays = {k: np.concatenate(v).astype("float32") for k, v in columns.items()}
+    for key, array in arrays.items():
+        if len(array) != len(pairs):
+            raise ValueError(
+                f"{len(array)} {key} were computed for {len(pairs)} pairs: the "
+                "pairs' source yielded another number of pairs than it has captions."
+            )
     if "text_features" not in arrays:
         arrays[TEXT_KEY] = pairs.texts.astype(str)
     if "image_features" not in arrays:
@@ -326,7 +356,7 @@ def _frozen_image_size(model) -> int | None:
 def _frozen_size_pairs(data: str, pairs: PairArrays | None, split: int, size):
     """`pairs` at the locked tower's input size: reloaded from `data` when they
     are smaller (upsampling 64 px pairs would blur what the frozen tower sees)."""
-    if pairs is None or size is None or pairs.images.shape[1] >= size:
+    if pairs is None or size is None or pairs.image_size >= size:
         return pairs
     return load_training_data(data, size, pairs.framing or DEFAULT_FRAMING)[split]
 
@@ -539,7 +569,6 @@ def _protoclip_trainer(data: str) -> Callable:
             raise ValueError(f"`epochs` must be >= 1. Received: {epochs}")
         training.check_pairs_framing(model, train_pairs, validation_pairs)
         start = time.perf_counter()
-        arrays = {IMAGE_KEY: train_pairs.images, TEXT_KEY: train_pairs.texts}
         size = _frozen_image_size(model)
         sources = model.feature_sources()
         if any(s.tower is not None and s.tower.locked_part for s in sources):
@@ -549,6 +578,8 @@ def _protoclip_trainer(data: str) -> Callable:
             print(
                 f"locked-backbone features ready in {time.perf_counter() - start:.1f} s"
             )
+        else:
+            arrays = {IMAGE_KEY: train_pairs.images, TEXT_KEY: train_pairs.texts}
         teacher = None
         if model.external_teacher is not None:
             teacher = teacher_features(
@@ -681,9 +712,7 @@ def _view_feature_trainer(data: str) -> Callable:
         start = time.perf_counter()
         size = _frozen_image_size(model)
         train_pairs = _frozen_size_pairs(data, train_pairs, 0, size)
-        image_views, text_views = recipes_rocket.views(
-            augment, int(train_pairs.images.shape[1])
-        )
+        image_views, text_views = recipes_rocket.views(augment, train_pairs.image_size)
         arrays = recipes_rocket.view_feature_arrays(
             model,
             train_pairs,

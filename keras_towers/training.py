@@ -18,6 +18,7 @@ import tensorflow as tf
 
 from keras_towers import augment
 from keras_towers.datasets import batch_pairs
+from keras_towers.datasets import resize_image
 from keras_towers.preprocessing import DEFAULT_FRAMING
 from keras_towers.preprocessing import FRAMINGS
 from keras_towers.preprocessing import IMAGE_KEY
@@ -32,6 +33,7 @@ __all__ = [
     "AtomicCSVLogger",
     "DamagedBackupError",
     "PairArrays",
+    "StreamedPairs",
     "SafeBackupAndRestore",
     "check_pairs_framing",
     "epoch_shuffled_dataset",
@@ -73,6 +75,17 @@ class PairArrays:
 
     def __len__(self) -> int:
         return len(self.images)
+
+    @property
+    def image_size(self) -> int:
+        """The side `S` of the square images."""
+        return int(self.images.shape[1])
+
+    def dataset(self) -> tf.data.Dataset:
+        """The pairs as an unbatched `{"images", "texts"}` dataset, in order."""
+        return tf.data.Dataset.from_tensor_slices(
+            {IMAGE_KEY: self.images, TEXT_KEY: self.texts.astype(str)}
+        )
 
     def check_model_framing(self, model, what: str = "training pairs") -> None:
         """Raise if `model` frames images by another rule than these pairs.
@@ -136,6 +149,116 @@ class PairArrays:
         if not images:
             raise ValueError("The dataset is empty: no image-text pairs were read.")
         return cls(np.concatenate(images), texts, framing=resize)
+
+
+class StreamedPairs(PairArrays):
+    """Pairs whose images stay on disk until something reads them.
+
+    `dataset()` decodes and frames the images as it is iterated, so a
+    locked tower can encode 26,799 corpus images at 224 px (4 GB as one
+    uint8 array) in constant memory (`keras_towers.recipes` does this);
+    the first read of `images` materialises them, once, like `PairArrays`.
+
+    Args:
+        source: a function returning a fresh unbatched `{"images": uint8
+            (H, W, 3), "texts": string}` dataset of the pairs, always in
+            the same order (e.g. `lambda: datasets.from_records(records,
+            on_error="raise")`).
+        texts: the `N` captions, in that order (checked as images are read).
+        image_size: int. The side `S` images are framed to.
+        framing: str. The framing rule (`keras_towers.preprocessing.FRAMINGS`).
+        refs: optional sequence of `N` image references.
+
+    Example:
+
+    ```python
+    records = keras_towers.datasets.embedded_records("train")
+    pairs = StreamedPairs(
+        lambda: keras_towers.datasets.from_records(records, on_error="raise"),
+        [r["caption"] for r in records],
+        image_size=224,
+        framing="pad",
+    )
+    ```
+    """
+
+    def __init__(self, source, texts, image_size: int, framing, refs=None):
+        if not callable(source):
+            raise TypeError(
+                "`source` must be a function returning a pairs dataset. "
+                f"Received: {type(source).__name__}."
+            )
+        if isinstance(image_size, bool) or not isinstance(image_size, int):
+            raise TypeError(f"`image_size` must be an int. Received: {image_size!r}")
+        if image_size < 1:
+            raise ValueError(f"`image_size` must be >= 1. Received: {image_size}")
+        self._source = source
+        self._images = None
+        self._image_size = image_size
+        self.texts = np.asarray(list(texts), dtype=object)
+        self.refs = None if refs is None else list(refs)
+        self.framing = check_framing(framing)
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    @property
+    def image_size(self) -> int:
+        return self._image_size
+
+    @property
+    def images(self) -> np.ndarray:
+        if self._images is None:
+            loaded = PairArrays.from_dataset(
+                self._source(), self._image_size, resize=self.framing
+            )
+            self._check_texts(loaded.texts)
+            self._images = loaded.images
+        return self._images
+
+    def _check_texts(self, texts) -> None:
+        if len(texts) != len(self.texts) or list(texts) != list(self.texts):
+            raise ValueError(
+                f"The pairs' source yielded {len(texts)} pairs whose captions "
+                f"differ from the {len(self.texts)} given: it must yield the "
+                "same pairs, in the same order, on every pass."
+            )
+
+    def dataset(self) -> tf.data.Dataset:
+        if self._images is not None:
+            return super().dataset()
+        size, framing = self._image_size, self.framing
+
+        def frame(element):
+            return {
+                IMAGE_KEY: resize_image(element[IMAGE_KEY], size, framing),
+                TEXT_KEY: element[TEXT_KEY],
+            }
+
+        expected = tf.constant(self.texts.astype(str))
+        count = len(self.texts)
+
+        def check(index, element):
+            # A source that drops or reorders pairs would pair features with
+            # the wrong captions: refuse it while streaming.
+            ok = tf.logical_and(
+                index < count,
+                tf.equal(
+                    element[TEXT_KEY], tf.gather(expected, tf.minimum(index, count - 1))
+                ),
+            )
+            with tf.control_dependencies(
+                [
+                    tf.debugging.Assert(
+                        ok,
+                        ["The pairs' source yielded another caption at index", index],
+                    )
+                ]
+            ):
+                return {k: tf.identity(v) for k, v in element.items()}
+
+        ds = self._source().map(frame, num_parallel_calls=tf.data.AUTOTUNE)
+        return ds.enumerate().map(check)
 
 
 class _EpochCounter(keras.callbacks.Callback):
