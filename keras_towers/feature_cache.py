@@ -14,11 +14,16 @@ Models accept `"image_features"` / `"text_features"` / `"third_features"`
 in place of the inputs of those towers and apply only the trainable rest.
 
 Cache key. Features are reused only when nothing they depend on changed: a
-sha256 over the locked part's variables (every value), the tower's and the
-preprocessor's configs, the lock setting, and a fingerprint of the dataset
-(every byte of every element, in order). Entries live in memory (the last
-`MEMORY_CACHE_ENTRIES` results) and, with `cache_dir`, on disk as
-`<feature_key>-<key>.npy` plus a `.json` with the key and what went into it.
+sha256 over the locked computation (the locked part's config and every value
+of its weights; a locked tower without a head computes its pooled backbone
+feature, like a locked backbone), the preprocessing of its inputs (image
+converter and framing, or tokenizer, vocabulary and sequence length), and a
+fingerprint of the dataset (every byte of every element, in order). Layer
+names, the model's class and its trained parts are not in the key, so LiT,
+ProtoCLIP and Three Towers models over one frozen encoder and one dataset
+share its features. Entries live in memory (the last `MEMORY_CACHE_ENTRIES`
+results) and, with `cache_dir`, on disk as `image_features-<key>.npy` (or
+`text_features-`) plus a `.json` with the key and what went into it.
 
 The input dataset is read once to fingerprint it and, on a cache miss, once
 more to compute the features (the fingerprint is checked again, so a dataset
@@ -46,7 +51,9 @@ from keras_towers.utils.io import atomic_write
 
 #: Bump when the stored layout or the key's contents change.
 #: 2: layer names' automatic `_<n>` suffixes are not part of the key.
-CACHE_FORMAT_VERSION = 2
+#: 3: the key covers the locked computation and its inputs' preprocessing
+#: only, so models sharing a frozen encoder share its features.
+CACHE_FORMAT_VERSION = 3
 #: How many feature arrays the in-memory cache keeps (least recently used out).
 MEMORY_CACHE_ENTRIES = 8
 
@@ -150,7 +157,7 @@ def cache_locked_features(
         keys[source.name] = (key, description)
         array = _MEMORY.get(key)
         if array is None and cache_dir is not None:
-            array = load_features(cache_dir, source.feature_key, key, count)
+            array = load_features(cache_dir, _disk_name(source), key, count)
         if array is None:
             missing.append(source)
         else:
@@ -163,7 +170,7 @@ def cache_locked_features(
             array = computed[source.feature_key]
             _remember(key, array)
             if cache_dir is not None:
-                store_features(cache_dir, source.feature_key, key, description, array)
+                store_features(cache_dir, _disk_name(source), key, description, array)
             features[source.feature_key] = array
     return _to_dataset(kept, features, dataset.element_spec)
 
@@ -374,20 +381,100 @@ def _vocabulary_digest(tokenizer) -> str | None:
     return hashlib.sha256(_json(list(vocabulary)).encode()).hexdigest()
 
 
+#: Preprocessor config entries that shape a text source's inputs.
+_TEXT_PREPROCESSING_KEYS = (
+    "tokenizer",
+    "sequence_length",
+    "lowercase",
+    "start_token_id",
+    "end_token_id",
+    "pad_token_id",
+)
+#: The preprocessor config entry of each image input key's converter.
+_IMAGE_CONVERTER_KEYS = {
+    "images": "image_converter",
+    "third_images": "third_image_converter",
+}
+
+
+def _disk_name(source) -> str:
+    """File name stem of a source's cached features: by modality, so the
+    same features serve `image_features` and Three Towers' `third_features`."""
+    return "text_features" if source.raw_key == "texts" else "image_features"
+
+
+def _nameless(config):
+    """`config` without its `name` and `trainable` entries (neither changes
+    what a locked part computes in inference mode)."""
+    if isinstance(config, dict):
+        return {
+            k: _nameless(v) for k, v in config.items() if k not in ("name", "trainable")
+        }
+    if isinstance(config, (list, tuple)):
+        return [_nameless(v) for v in config]
+    return config
+
+
+def _preprocessing_config(config: dict, source) -> dict:
+    """The part of a preprocessor's config that shapes `source`'s inputs: a
+    text source's tokenizer and lengths, an image source's converter and
+    framing. Models that prepare a tower's inputs alike (LiT with a byte or
+    a WordPiece text tower, Three Towers' `h`) share its cached features."""
+    if source.raw_key == "texts":
+        return {k: config.get(k) for k in _TEXT_PREPROCESSING_KEYS}
+    converters = {
+        key: config.get(_IMAGE_CONVERTER_KEYS.get(key, key))
+        for key in source.input_keys
+    }
+    return {"framing": config.get("framing"), "converters": converters}
+
+
+def _computation(tower) -> tuple[str, dict, list]:
+    """What a locked tower computes: `("pooled", config, variables)` when
+    its features are the pooled backbone output (backbone locked, or the
+    whole tower locked without a head: then both compute the same), else
+    `("tower", config, variables)`. Configs leave out layer names."""
+    config = tower.get_config()
+    projection = getattr(tower, "projection", None)
+    if tower.locked_part == "tower" and projection is not None:
+        return "tower", config, tower.weights
+    head_keys = ("projection_dim", "head", "head_use_bias", "head_hidden_dim")
+    pooled = {k: v for k, v in config.items() if k not in head_keys}
+    skip = set() if projection is None else {id(w) for w in projection.weights}
+    return "pooled", pooled, [w for w in tower.weights if id(w) not in skip]
+
+
+def _values_digest(variables) -> str:
+    """sha256 over variables' shapes, dtypes and values, in order (not their
+    paths, which carry the model's and layers' names)."""
+    digest = hashlib.sha256()
+    for variable in variables:
+        value = np.ascontiguousarray(keras.ops.convert_to_numpy(variable.value))
+        digest.update(f"{value.dtype.str}{value.shape}|".encode())
+        digest.update(value.tobytes())
+    return digest.hexdigest()
+
+
 def source_description(model, source) -> dict:
     """What identifies a locked source's computation, apart from the data:
-    tower, locked weights (hashed here, once), preprocessor, vocabulary."""
+    the locked computation (its config without names and its weights,
+    hashed here, once) and the preprocessing of its inputs (and the
+    vocabulary of a text source). Not the model's class, its other towers
+    or its trained heads: every model that runs the same frozen encoder on
+    the same inputs the same way shares one cache entry."""
     tower = source.tower
+    computation, config, variables = _computation(tower)
     preprocessor = model.preprocessor
     description = {
         "format": CACHE_FORMAT_VERSION,
-        "source": source.name,
-        "feature_key": source.feature_key,
-        "locked_part": tower.locked_part,
+        "modality": "text" if source.raw_key == "texts" else "image",
+        "computation": computation,
         "tower_class": type(tower).__name__,
-        "tower_config": _json(_unnumbered(tower.get_config())),
-        "weights_sha256": weights_digest(_locked_variables(tower)),
-        "preprocessor_config": _json(_unnumbered(preprocessor.get_config())),
+        "tower_config": _json(_nameless(config)),
+        "weights_sha256": _values_digest(variables),
+        "preprocessing_config": _json(
+            _nameless(_preprocessing_config(preprocessor.get_config(), source))
+        ),
     }
     if source.raw_key == "texts":
         description["vocabulary_sha256"] = _vocabulary_digest(

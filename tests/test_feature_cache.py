@@ -165,7 +165,9 @@ def test_disk_cache_is_reused_and_checked(tmp_path, monkeypatch):
     files = sorted(os.listdir(cache_dir))
     assert [f.rsplit(".", 1)[1] for f in files] == ["json", "npy"]
     meta = json.loads(open(os.path.join(cache_dir, files[0])).read())
-    assert meta["count"] == 5 and meta["locked_part"] == "tower"
+    # A locked tower without a head computes its pooled backbone feature.
+    assert meta["count"] == 5 and meta["computation"] == "pooled"
+    assert files[0].startswith("image_features-")
     assert len(meta["key"]) == 64 and meta["key"] in files[1]
     clear_feature_cache()  # as in a new process
     second = as_arrays(
@@ -228,6 +230,32 @@ def test_cache_key_ignores_automatic_layer_numbers():
         "name": "dense",
         "dtype": "mixed_float16",
     }
+
+
+def test_models_over_one_frozen_encoder_share_its_features():
+    # A locked tower without a head and a locked backbone under a trained
+    # head compute the same pooled features: one key, whatever the model's
+    # text tower, heads or layer names.
+    plain = resnet_lit()
+    headed = resnet_lit(head="linear", lock_image="backbone")
+    headed.image_tower.backbone.set_weights(plain.image_tower.backbone.get_weights())
+    (a,) = feature_cache.select_sources(plain, "image")
+    (b,) = feature_cache.select_sources(headed, "image")
+    key = feature_cache._cache_key(plain, a, "data", 3)[0]
+    assert feature_cache._cache_key(headed, b, "data", 3)[0] == key
+    # Other weights, another preprocessing or a locked head: another key.
+    other = resnet_lit()
+    assert (
+        feature_cache._cache_key(other, other.feature_sources()[0], "data", 3)[0] != key
+    )
+    tower_locked = resnet_lit(head="linear", lock_image=True)
+    tower_locked.image_tower.backbone.set_weights(
+        plain.image_tower.backbone.get_weights()
+    )
+    (c,) = feature_cache.select_sources(tower_locked, "image")
+    assert feature_cache._cache_key(tower_locked, c, "data", 3)[0] != key
+    plain.preprocessor.framing = "crop"
+    assert feature_cache._cache_key(plain, a, "data", 3)[0] != key
 
 
 def test_locked_backbone_caches_pooled_features():
