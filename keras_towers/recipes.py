@@ -738,3 +738,41 @@ def _view_feature_trainer(data: str) -> Callable:
 
 for _method in recipes_rocket.ROCKET_ADDONS:
     _register_rocket_heads(_method)
+
+
+# === Three Towers over locked pretrained f and g ===
+
+
+@register_recipe(
+    "three-towers-heads",
+    image_size=FROZEN_IMAGE_SIZE,
+    description="Three Towers on the `lit-heads` towers: f = locked ImageNet "
+    "EfficientNet-Lite0 backbone (224 px) + trained linear head to "
+    f"{HEADS_DIM}, g = locked all-MiniLM-L6-v2 backbone (mean-pooled) + "
+    "trained linear head, aligned to a frozen EfficientNet-Lite0 h; all three "
+    "backbones referenced, not stored; trains heads and temperatures on "
+    "cached features",
+)
+def build_three_towers_heads(image_size: int = FROZEN_IMAGE_SIZE):
+    _check_frozen_size("three-towers-heads", image_size)
+    preprocessor = pretrained.preprocessor(
+        FROZEN_BACKBONE, "all_minilm_l6_v2", sequence_length=32
+    )
+    preprocessor.third_image_converter = pretrained.get_encoder(
+        FROZEN_BACKBONE
+    ).preprocessing()
+    return ThreeTowers(
+        preprocessor=preprocessor,
+        image_tower_source=FROZEN_BACKBONE,
+        lock_image="backbone",
+        image_head="linear",
+        projection_dim=HEADS_DIM,
+        text_tower_source="all_minilm_l6_v2",
+        lock_text="backbone",
+        text_pooling="mean",
+        text_head="linear",
+        third_tower_source=FROZEN_BACKBONE,
+    )
+
+
+register_trainer("three-towers-heads")(_cached_feature_trainer)

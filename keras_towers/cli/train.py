@@ -43,8 +43,8 @@ def add_parser(commands) -> None:
     train.add_argument(
         "--data",
         default="embedded",
-        help="'embedded' (Tux Paint + emoji train split; validation split for "
-        "val_ metrics) or a path to your pairs: .csv/.jsonl (columns image, "
+        help="'embedded' (the train split of the corpus `keras-towers data "
+        "prepare` builds; its validation split for val_ metrics) or a path to your pairs: .csv/.jsonl (columns image, "
         "caption), .tfrecord, WebDataset .tar or a glob of them",
     )
     train.add_argument("--epochs", type=_positive_int, default=10)

@@ -5,7 +5,7 @@ from keras_towers.datasets.shapes import shape_class_names
 
 __all__ = ["make_shapes", "shape_class_names"]
 
-# Embedded corpus (Tux Paint + emoji) and zero-shot evaluation sets.
+# Embedded corpus (12 offline sources, see `corpus_sources()`) and evaluation sets.
 from keras_towers.datasets.classification import classification_metadata  # noqa: E402
 from keras_towers.datasets.classification import classification_names  # noqa: E402
 from keras_towers.datasets.classification import describe_classification  # noqa: E402

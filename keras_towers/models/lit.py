@@ -220,43 +220,21 @@ class LiT(CLIP):
                 lock_text = parsed.lock_text
         lock_image = True if lock_image is None else lock_image
         lock_text = False if lock_text is None else lock_text
-        _check_lock("lock_image", lock_image)
-        _check_lock("lock_text", lock_text)
-        if image_tower_source is not None and lock_image not in (True, "backbone"):
-            raise ValueError(
-                "`image_tower_source` references frozen weights that the preset "
-                "does not store, so the image backbone must be locked "
-                f"(lock_image=True or 'backbone'). Received: lock_image={lock_image!r}"
-            )
-        if image_head is not None and (
-            image_tower_source is None or lock_image != "backbone"
-        ):
-            raise ValueError(
-                "`image_head` is the trained head on a referenced image backbone: "
-                'it needs `image_tower_source` and `lock_image="backbone"`. '
-                f"Received: image_tower_source={image_tower_source!r}, "
-                f"lock_image={lock_image!r}"
-            )
-        if text_tower_source is not None:
-            if text_tower is not None:
-                raise ValueError(
-                    "Give `text_tower` or `text_tower_source`, not both: with "
-                    "`text_tower_source` LiT builds the text tower itself."
-                )
-            if lock_text not in (True, "backbone"):
-                raise ValueError(
-                    "`text_tower_source` references frozen weights that the "
-                    "preset does not store, so the text backbone must be locked "
-                    f"(lock_text=True or 'backbone'). Received: lock_text={lock_text!r}"
-                )
+        check_sources(
+            "LiT",
+            image_tower_source=image_tower_source,
+            text_tower_source=text_tower_source,
+            text_tower=text_tower,
+            lock_image=lock_image,
+            lock_text=lock_text,
+            image_head=image_head,
+        )
 
         # === Layers ===
         if image_tower is None:
-            image_tower = pretrained.load_tower(
+            image_tower = load_image_tower(
                 image_tower_source,
-                modality="image",
-                pooling=image_pooling or pretrained.default_pooling(image_tower_source),
-                name="image_tower",
+                pooling=image_pooling,
                 head=image_head,
                 projection_dim=projection_dim,
                 lock=lock_image,
@@ -274,17 +252,15 @@ class LiT(CLIP):
                 name="image_tower",
             )
         if preprocessor is None:
-            preprocessor = _default_preprocessor(
+            preprocessor = default_preprocessor(
                 image_tower, image_tower_source, text_tower_source
             )
         if text_tower_source is not None:
-            text_tower = pretrained.load_tower(
+            text_tower = load_text_tower(
                 text_tower_source,
-                modality="text",
-                pooling=text_pooling or pretrained.default_pooling(text_tower_source),
-                name="text_tower",
+                pooling=text_pooling,
                 head=text_head,
-                projection_dim=image_tower.output_dim if text_head else None,
+                projection_dim=image_tower.output_dim,
                 lock=lock_text,
             )
         if text_tower is None:
@@ -293,16 +269,9 @@ class LiT(CLIP):
                 sequence_length=preprocessor.sequence_length,
                 projection_dim=image_tower.output_dim,
             )
-        if (
-            image_tower_source is not None
-            and lock_image is True
-            and image_tower.projection is not None
-        ):
-            raise ValueError(
-                "With `image_tower_source` the image tower is the referenced "
-                "backbone alone: it cannot have a head (its trained weights "
-                "would not be saved). Build the tower with `head=None`."
-            )
+        check_locked_tower_has_no_head(
+            "image", image_tower, image_tower_source, lock_image
+        )
         # Locks are set before the model tracks the towers, so every later
         # view (trainable_variables, the optimizer, weight decay) sees them.
         apply_lock(image_tower, lock_image)
@@ -337,25 +306,15 @@ class LiT(CLIP):
                 "projection_dim": self.projection_dim,
             }
         )
-        if self.text_tower_source is not None:
-            # Rebuilt from the referenced backbone and the options above.
-            config["text_tower"] = None
-        if self.image_tower_source is not None:
-            # The frozen tower is rebuilt from its source on load.
-            config["image_tower"] = None
-        return config
+        return sourced_config(config, self.image_tower_source, self.text_tower_source)
 
     def referenced_objects(self) -> list:
         """The towers given by `image_tower_source` / `text_tower_source`:
         rebuilt from their sources, never stored in LiT's weights."""
-        referenced = []
-        if self.image_tower_source is not None:
-            locked_backbone_only = self.lock_image == "backbone"
-            tower = self.image_tower
-            referenced.append(tower.backbone if locked_backbone_only else tower)
-        if self.text_tower_source is not None:
-            referenced.append(self.text_tower.backbone)
-        return referenced
+        return referenced_parts(
+            (self.image_tower, self.image_tower_source, self.lock_image),
+            (self.text_tower, self.text_tower_source, self.lock_text),
+        )
 
     def preset_metadata(self) -> dict:
         return {
@@ -411,7 +370,134 @@ def trainable_towers(
     return image_tower, lock_image, lock_text
 
 
-def _default_preprocessor(image_tower, image_source, text_source):
+# === Towers from referenced pretrained backbones ===
+#
+# Shared by every method whose main towers may come from a registered
+# encoder (LiT and its subclasses, ThreeTowers): one validation, one way to
+# build them, one rule for what a preset leaves out.
+
+
+def check_sources(
+    method: str,
+    *,
+    image_tower_source,
+    text_tower_source,
+    text_tower,
+    lock_image,
+    lock_text,
+    image_head,
+) -> None:
+    """Raise unless the locks and heads fit the referenced towers.
+
+    A referenced backbone's weights are not stored, so it must be locked
+    (`True` or `"backbone"`); `image_head` is the trained head on a
+    referenced image backbone; a referenced text tower is built by `method`
+    itself (no `text_tower` with it). `lock_image` / `lock_text` must be
+    resolved (not `None`).
+    """
+    _check_lock("lock_image", lock_image)
+    _check_lock("lock_text", lock_text)
+    if image_tower_source is not None and lock_image not in (True, "backbone"):
+        raise ValueError(
+            "`image_tower_source` references frozen weights that the preset "
+            "does not store, so the image backbone must be locked "
+            f"(lock_image=True or 'backbone'). Received: lock_image={lock_image!r}"
+        )
+    if image_head is not None and (
+        image_tower_source is None or lock_image != "backbone"
+    ):
+        raise ValueError(
+            "`image_head` is the trained head on a referenced image backbone: "
+            'it needs `image_tower_source` and `lock_image="backbone"`. '
+            f"Received: image_tower_source={image_tower_source!r}, "
+            f"lock_image={lock_image!r}"
+        )
+    if text_tower_source is not None:
+        if text_tower is not None:
+            raise ValueError(
+                "Give `text_tower` or `text_tower_source`, not both: with "
+                f"`text_tower_source` {method} builds the text tower itself."
+            )
+        if lock_text not in (True, "backbone"):
+            raise ValueError(
+                "`text_tower_source` references frozen weights that the "
+                "preset does not store, so the text backbone must be locked "
+                f"(lock_text=True or 'backbone'). Received: lock_text={lock_text!r}"
+            )
+
+
+def load_image_tower(source, *, pooling, head, projection_dim, lock) -> ImageTower:
+    """The image tower `"image_tower"` over a referenced backbone: pooled
+    with `pooling` (default: the encoder's own), with an optional `head`
+    to `projection_dim`, locked by `lock`."""
+    return pretrained.load_tower(
+        source,
+        modality="image",
+        pooling=pooling or pretrained.default_pooling(source),
+        name="image_tower",
+        head=head,
+        projection_dim=projection_dim,
+        lock=lock,
+    )
+
+
+def load_text_tower(source, *, pooling, head, projection_dim, lock) -> TextTower:
+    """The text tower `"text_tower"` over a referenced backbone, as
+    `load_image_tower` (`projection_dim` is used only with a `head`)."""
+    return pretrained.load_tower(
+        source,
+        modality="text",
+        pooling=pooling or pretrained.default_pooling(source),
+        name="text_tower",
+        head=head,
+        projection_dim=projection_dim if head else None,
+        lock=lock,
+    )
+
+
+def check_locked_tower_has_no_head(kind: str, tower, source, lock) -> None:
+    """A referenced tower locked as a whole is the backbone alone: a head on
+    it would be referenced (left out of presets) with the backbone."""
+    if source is not None and lock is True and tower.projection is not None:
+        raise ValueError(
+            f"With `{kind}_tower_source` and lock_{kind}=True the {kind} tower "
+            "is the referenced backbone alone: it cannot have a head (its "
+            "trained weights would not be saved). Build the tower with "
+            f'`head=None`, or lock only the backbone (lock_{kind}="backbone").'
+        )
+
+
+def referenced_parts(*towers) -> list:
+    """The frozen parts of referenced towers, which presets leave out.
+
+    Args:
+        *towers: `(tower, source, lock)` triples; those without a source are
+            skipped.
+
+    Returns:
+        For each referenced tower, its backbone when only the backbone is
+        locked (or the tower has a head), else the whole tower.
+    """
+    referenced = []
+    for tower, source, lock in towers:
+        if source is None:
+            continue
+        backbone_only = lock == "backbone" or tower.projection is not None
+        referenced.append(tower.backbone if backbone_only else tower)
+    return referenced
+
+
+def sourced_config(config: dict, image_source, text_source) -> dict:
+    """`config` with the referenced towers left out: they are rebuilt from
+    their sources (and the pooling/head/lock options) on load."""
+    if image_source is not None:
+        config["image_tower"] = None
+    if text_source is not None:
+        config["text_tower"] = None
+    return config
+
+
+def default_preprocessor(image_tower, image_source, text_source):
     """What the towers' weights expect: a registered encoder's image
     converter and tokenizer; otherwise CLIP normalisation and bytes."""
     if image_source is not None and pretrained.is_registered(image_source):
@@ -434,7 +520,7 @@ def _image_size(image_tower) -> int:
     image_size = image_tower.image_shape[0]
     if image_size is None:
         raise ValueError(
-            "The image backbone takes any image size, so LiT cannot "
+            "The image backbone takes any image size, so the model cannot "
             "choose one: pass `preprocessor=` (with the resize and "
             "normalisation the pretrained tower expects)."
         )

@@ -12,6 +12,7 @@ from keras_towers import distributed
 from keras_towers import from_scratch
 from keras_towers import pretrained
 from keras_towers.feature_cache import FeatureSource
+from keras_towers.models import lit
 from keras_towers.models.base import take_legacy_keys
 from keras_towers.models.clip import CLIP
 from keras_towers.models.clip import TOKEN_KEYS
@@ -21,6 +22,7 @@ from keras_towers.preprocessing import IMAGE_KEY
 from keras_towers.preprocessing import THIRD_FEATURES_KEY
 from keras_towers.preprocessing import THIRD_IMAGE_KEY
 from keras_towers.preprocessing import ContrastivePreprocessor
+from keras_towers.pretrained import apply_lock
 from keras_towers.towers import ImageTower
 from keras_towers.towers import TextTower
 
@@ -48,6 +50,101 @@ def _as_third_tower(third_tower, pooling: str) -> ImageTower | None:
         )
     third_tower.trainable = False
     return third_tower
+
+
+def _main_towers(
+    image_tower,
+    text_tower,
+    preprocessor,
+    kwargs: dict,
+    *,
+    image_tower_source,
+    text_tower_source,
+    lock_image,
+    lock_text,
+    image_pooling,
+    text_pooling,
+    image_head,
+    text_head,
+    projection_dim,
+    third_tower_source,
+) -> tuple:
+    """`f`, `g`, the preprocessor and the resolved locks: the towers named by
+    `image_tower_source` / `text_tower_source` built as `keras_towers.LiT`
+    builds them (`lit.load_image_tower`, ...), and the locks applied.
+
+    Without sources or locks everything is returned as given (CLIP's
+    defaults fill in the rest). A missing lock of a referenced tower
+    defaults to `"backbone"` when it has a head, else `True`. `kwargs` (the
+    CLIP arguments) gets `embedding_dim` set to the shared width of the
+    towers when a source sets it.
+    """
+    if image_tower_source is None and text_tower_source is None:
+        if lock_image is None and lock_text is None and image_head is None:
+            return image_tower, text_tower, preprocessor, lock_image, lock_text
+
+    def default_lock(source, head):
+        return None if source is None else ("backbone" if head else True)
+
+    if lock_image is None:
+        lock_image = default_lock(image_tower_source, image_head)
+    if lock_text is None:
+        lock_text = default_lock(text_tower_source, text_head)
+    lit.check_sources(
+        "ThreeTowers",
+        image_tower_source=image_tower_source,
+        text_tower_source=text_tower_source,
+        text_tower=text_tower,
+        # An unset lock leaves a given tower's trainable flags as they are.
+        lock_image=False if lock_image is None else lock_image,
+        lock_text=False if lock_text is None else lock_text,
+        image_head=image_head,
+    )
+    if image_tower is None and image_tower_source is not None:
+        image_tower = lit.load_image_tower(
+            image_tower_source,
+            pooling=image_pooling,
+            head=image_head,
+            projection_dim=projection_dim,
+            lock=lock_image,
+        )
+    if image_tower is None:
+        # CLIP's default f, built here: the preprocessor and g follow its size.
+        width = projection_dim or kwargs.get("embedding_dim", 128)
+        image_tower = ImageTower.vit(projection_dim=width)
+    kwargs.setdefault("embedding_dim", image_tower.output_dim)
+    if preprocessor is None:
+        preprocessor = lit.default_preprocessor(
+            image_tower, image_tower_source, text_tower_source
+        )
+        if (
+            third_tower_source is not None
+            and pretrained.source_modality(third_tower_source) == "image"
+            and preprocessor.third_image_converter is None
+        ):
+            # As the `three-towers` recipe does: h's own image preprocessing.
+            preprocessor.third_image_converter = pretrained.get_encoder(
+                third_tower_source
+            ).preprocessing()
+    if text_tower_source is not None:
+        text_tower = lit.load_text_tower(
+            text_tower_source,
+            pooling=text_pooling,
+            head=text_head,
+            projection_dim=image_tower.output_dim,
+            lock=lock_text,
+        )
+    for kind, tower, source, lock in (
+        ("image", image_tower, image_tower_source, lock_image),
+        ("text", text_tower, text_tower_source, lock_text),
+    ):
+        if tower is None:
+            continue
+        lit.check_locked_tower_has_no_head(kind, tower, source, lock)
+        # Locks are set before the model tracks the towers (as in LiT).
+        if lock is not None:
+            apply_lock(tower, lock)
+    return image_tower, text_tower, preprocessor, lock_image, lock_text
 
 
 class _Untracked:
@@ -104,6 +201,15 @@ class ThreeTowers(CLIP):
     directory in the config, and `ThreeTowers.from_preset` loads the model
     without `h` unless `load_third_tower=True`.
 
+    With referenced locked backbones the alignment heads `f_h` / `g_h` still
+    sit on `f.pool` / `g.pool`, which is exactly what
+    `keras_towers.cache_locked_features` caches for them (`"image_features"`
+    / `"text_features"`), so a model over locked backbones trains only its
+    heads and temperatures on cached features of all three towers. Without
+    `preprocessor`, sources give the encoders' own preprocessing (as in
+    `LiT`), plus `h`'s image converter when `third_tower_source` is a
+    registered encoder.
+
     The paper gives no official code; the defaults follow the design notes
     (`w = 1/3` each, linear `f_h`/`g_h` heads, a linear head on `h`,
     separate temperatures) and every one of them is an option.
@@ -139,6 +245,36 @@ class ThreeTowers(CLIP):
             embedding width with a third head, `h`'s feature width without.
         separate_logit_scales: bool. One learnable temperature per pair
             (default) or CLIP's single one for all three.
+        image_tower_source: str or `None`. `f` from a referenced pretrained
+            backbone, exactly as in `keras_towers.LiT`: a registered image
+            encoder (`keras_towers.pretrained.names("image")`, e.g.
+            `"efficientnet_lite0_imagenet"`) or a keras-hub backbone preset
+            directory, pooled with `image_pooling`, with `image_head` on
+            top. The backbone must be locked and its weights are left out of
+            presets and the config (rebuilt from the source on load). An
+            `image_tower` given with it is taken as the source's tower.
+        text_tower_source: str or `None`. The same for `g` (e.g.
+            `"all_minilm_l6_v2"`), with `text_pooling` and `text_head`
+            projecting to `f`'s width.
+        lock_image: `True` (lock the whole tower; with a source it then has
+            no head), `"backbone"` (lock the backbone, train the head) or
+            `False`. With `image_tower_source` it must be `True` or
+            `"backbone"`; default there: `"backbone"` with an `image_head`,
+            else `True`. Without a source `None` (default) leaves `f`'s
+            trainable flags as they are.
+        lock_text: the same for `g` (default with `text_tower_source`:
+            `"backbone"` with a `text_head`, else `True`).
+        image_pooling: str or `None`. Pooling of a referenced image backbone
+            (default: the encoder's own).
+        text_pooling: str or `None`. Pooling of a referenced text backbone
+            (`"mean"`, `"cls"`, ...; default: the encoder's own).
+        image_head: `None` (default), `"linear"` or `"mlp"`: a trained head
+            on a referenced image backbone (needs `lock_image="backbone"`
+            and `projection_dim`).
+        text_head: `"linear"` (default), `"mlp"` or `None`: the head on a
+            referenced text backbone.
+        projection_dim: int or `None`. Output width of `image_head` (and of
+            the default `f` when only `g` is referenced).
         **kwargs: `keras_towers.CLIP` arguments (`logit_scale_init`,
             `max_logit_scale`, `learn_logit_scale`, `label_smoothing`,
             `embedding_dim`, ...). The objective is InfoNCE.
@@ -176,6 +312,15 @@ class ThreeTowers(CLIP):
         third_head: str | None = "linear",
         alignment_dim: int | None = None,
         separate_logit_scales: bool = True,
+        image_tower_source: str | None = None,
+        text_tower_source: str | None = None,
+        lock_image: bool | str | None = None,
+        lock_text: bool | str | None = None,
+        image_pooling: str | None = None,
+        text_pooling: str | None = None,
+        image_head: str | None = None,
+        text_head: str | None = "linear",
+        projection_dim: int | None = None,
         **kwargs,
     ):
         kwargs["third_tower_source"] = third_tower_source
@@ -228,6 +373,22 @@ class ThreeTowers(CLIP):
                 "ThreeTowers needs the third tower's feature width: pass "
                 "`third_tower`, `third_tower_source` or `third_feature_dim`."
             )
+        image_tower, text_tower, preprocessor, lock_image, lock_text = _main_towers(
+            image_tower,
+            text_tower,
+            preprocessor,
+            kwargs,
+            image_tower_source=image_tower_source,
+            text_tower_source=text_tower_source,
+            lock_image=lock_image,
+            lock_text=lock_text,
+            image_pooling=image_pooling,
+            text_pooling=text_pooling,
+            image_head=image_head,
+            text_head=text_head,
+            projection_dim=projection_dim,
+            third_tower_source=third_tower_source,
+        )
         super().__init__(
             image_tower, text_tower, preprocessor, loss="infonce", **kwargs
         )
@@ -294,6 +455,15 @@ class ThreeTowers(CLIP):
         self.third_head_type = third_head
         self.alignment_dim = int(alignment_dim)
         self.separate_logit_scales = separate_logit_scales
+        self.image_tower_source = image_tower_source
+        self.text_tower_source = text_tower_source
+        self.lock_image = lock_image
+        self.lock_text = lock_text
+        self.image_pooling = image_pooling
+        self.text_pooling = text_pooling
+        self.image_head = image_head
+        self.text_head = text_head
+        self.projection_dim = projection_dim
 
     def get_third_tower(self) -> ImageTower | None:
         """The frozen tower `h`, or `None` when loaded without it."""
@@ -489,9 +659,30 @@ class ThreeTowers(CLIP):
                 "third_head": self.third_head_type,
                 "alignment_dim": self.alignment_dim,
                 "separate_logit_scales": self.separate_logit_scales,
+                "image_tower_source": self.image_tower_source,
+                "text_tower_source": self.text_tower_source,
+                "lock_image": self.lock_image,
+                "lock_text": self.lock_text,
+                "image_pooling": self.image_pooling,
+                "text_pooling": self.text_pooling,
+                "image_head": self.image_head,
+                "text_head": self.text_head,
+                "projection_dim": self.projection_dim,
             }
         )
-        return config
+        return lit.sourced_config(
+            config, self.image_tower_source, self.text_tower_source
+        )
+
+    def referenced_objects(self) -> list:
+        """The frozen parts of `f` / `g` given by `image_tower_source` /
+        `text_tower_source` (the backbone when only it is locked, else the
+        whole tower): rebuilt from their sources, never stored in this
+        model's weights. (`h` is not tracked at all, so it is never stored.)"""
+        return lit.referenced_parts(
+            (self.image_tower, self.image_tower_source, self.lock_image),
+            (self.text_tower, self.text_tower_source, self.lock_text),
+        )
 
     @classmethod
     def from_preset(
@@ -542,7 +733,11 @@ class ThreeTowers(CLIP):
             )
 
     def preset_metadata(self) -> dict:
-        return {"third_tower_source": self.third_tower_source}
+        metadata = {"third_tower_source": self.third_tower_source}
+        for key in ("image_tower_source", "text_tower_source"):
+            if getattr(self, key) is not None:
+                metadata[key] = getattr(self, key)
+        return metadata
 
     @classmethod
     def tiny(
