@@ -422,10 +422,11 @@ def _preprocessing_config(config: dict, source) -> dict:
     a WordPiece text tower, Three Towers' `h`) share its cached features."""
     if source.raw_key == "texts":
         return {k: config.get(k) for k in _TEXT_PREPROCESSING_KEYS}
-    converters = {
-        key: config.get(_IMAGE_CONVERTER_KEYS.get(key, key))
-        for key in source.input_keys
-    }
+    # By position, not by input key: Three Towers' `third_images` converter
+    # prepares the same pixels as a LiT's `images` one.
+    converters = [
+        config.get(_IMAGE_CONVERTER_KEYS.get(key, key)) for key in source.input_keys
+    ]
     return {"framing": config.get("framing"), "converters": converters}
 
 

@@ -258,6 +258,20 @@ def test_models_over_one_frozen_encoder_share_its_features():
     assert feature_cache._cache_key(plain, a, "data", 3)[0] != key
 
 
+def test_third_and_image_sources_key_their_converters_alike():
+    # Three Towers' h reads `third_images` through its own converter; with
+    # the same converter as a LiT's `images`, the features are the same.
+    config = {"framing": "pad", "image_converter": {"scale": 1}}
+    config["third_image_converter"] = dict(config["image_converter"])
+    image = feature_cache.FeatureSource("image", None, "images", ("images",))
+    third = feature_cache.FeatureSource("third", None, "images", ("third_images",))
+    prepared = feature_cache._preprocessing_config
+    assert prepared(config, image) == prepared(config, third)
+    assert feature_cache._disk_name(third) == feature_cache._disk_name(image)
+    config["third_image_converter"] = {"scale": 2}
+    assert prepared(config, image) != prepared(config, third)
+
+
 def test_locked_backbone_caches_pooled_features():
     images, texts = raw_pairs(6)
     model = resnet_lit(head="linear", lock_image="backbone")
