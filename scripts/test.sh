@@ -8,17 +8,41 @@ export TF_CPP_MIN_LOG_LEVEL=3
 .venv/bin/ruff check keras_towers tests guides benchmarks scripts || exit 1
 # The embedded corpus and evaluation sets (offline; idempotent, ~1 s when built).
 .venv/bin/keras-towers data prepare >/dev/null || { echo "data prepare failed"; exit 1; }
+# The three per-backend passes run two at a time (KERAS_TOWERS_TEST_JOBS=1:
+# one after the other): much of a pass is single-threaded (XLA and
+# tf.function compilation, Python), so two passes share 2 cores well. Each
+# writes its own log and pytest temp dir; the logs are printed in order
+# once every pass has ended.
+jobs=${KERAS_TOWERS_TEST_JOBS:-2}
+logs=$(mktemp -d)
+run_backend() {
+  KERAS_BACKEND=$1 .venv/bin/python -m pytest -q -m "not slow and not packaging" \
+    -p no:cacheprovider --basetemp="$logs/tmp-$1" "${@:2}" >"$logs/$1.log" 2>&1
+  echo $? >"$logs/$1.rc"
+}
+running=0
+for backend in jax tensorflow torch; do
+  if [ "$running" -ge "$jobs" ]; then
+    wait -n
+    running=$((running - 1))
+  fi
+  run_backend "$backend" "$@" &
+  running=$((running + 1))
+done
+wait
 passed=0
 failed=0
 for backend in jax torch tensorflow; do
   echo "=== KERAS_BACKEND=$backend ==="
-  if KERAS_BACKEND=$backend .venv/bin/python -m pytest -q -m "not slow and not packaging" "$@"; then
+  cat "$logs/$backend.log"
+  if [ "$(cat "$logs/$backend.rc" 2>/dev/null)" = "0" ]; then
     passed=$((passed + 1))
   else
     failed=$((failed + 1))
     echo "backend $backend FAILED"
   fi
 done
+rm -rf "$logs"
 echo "backends: $passed passed, $failed failed"
 # Slow tests (EfficientNet-Lite1/2 parity, ~15-40 s per backend): a separate
 # step, so the default suite above stays fast to iterate on.
