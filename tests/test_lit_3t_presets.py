@@ -358,6 +358,28 @@ def test_shipped_improved_recipe_preset_loads_by_name_and_matches_its_card():
     _check_card_retrieval(model, metadata, "text_to_image_recall@10")
 
 
+def test_shipped_three_towers_preset_with_pretrained_towers_matches_its_card():
+    name = "three_towers_lite0_minilm_embedded"
+    assert name in keras_towers.ThreeTowers.presets
+    model = keras_towers.ContrastiveModel.from_preset(name)
+    assert type(model) is keras_towers.ThreeTowers
+    assert model.image_tower_source == "efficientnet_lite0_imagenet"
+    assert model.text_tower_source == "all_minilm_l6_v2"
+    assert not model.image_tower.backbone.trainable
+    assert not model.text_tower.backbone.trainable
+    # Stored: the f, g, alignment and third heads and the scales; not the
+    # three referenced backbones.
+    path = presets.resolve(keras_towers.ThreeTowers, name)
+    stored = _stored_arrays(path / "model.weights.h5")
+    assert max(int(np.prod(s)) for s in stored.values()) == 1280 * recipes.HEADS_DIM
+    metadata = json.loads((path / "metadata.json").read_text())
+    assert metadata["stored_parameter_count"] < 1_500_000
+    # Trained on the 12-source corpus, with the card's zero-shot sets.
+    assert metadata["training"]["data"]["train_pairs"] == recipes.EMBEDDED_TRAIN_PAIRS
+    assert metadata["metrics"]["zeroshot:flags"]["accuracy"] > 0.1
+    _check_card_retrieval(model, metadata, "image_to_text_recall@10")
+
+
 def _check_card_retrieval(model, metadata, above_chance):
     """The card's Tux Paint retrieval R@10, measured again (one stamp of
     slack: EfficientNet's convolutions round differently across backends).
