@@ -350,20 +350,15 @@ def _unnumbered(config):
     return config
 
 
-def _locked_variables(tower):
-    # `.weights`, not `.variables`: the latter also holds random-seed state
-    # (dropout's SeedGenerator), which differs between two builds of the same
-    # tower and would make every key new (a disk cache that never hits).
-    part = tower if tower.locked_part == "tower" else tower.backbone
-    return part.weights
-
-
-def weights_digest(variables) -> str:
-    """sha256 over variables' paths, shapes, dtypes and values (in order)."""
+def weights_digest(variables, paths: bool = True) -> str:
+    """sha256 over variables' shapes, dtypes and values, in order, and their
+    paths unless `paths=False` (paths carry the model's and layers' names,
+    which the frozen-feature keys leave out)."""
     digest = hashlib.sha256()
     for variable in variables:
         value = np.ascontiguousarray(keras.ops.convert_to_numpy(variable.value))
-        digest.update(f"{variable.path}|{value.dtype.str}{value.shape}|".encode())
+        path = f"{variable.path}|" if paths else ""
+        digest.update(f"{path}{value.dtype.str}{value.shape}|".encode())
         digest.update(value.tobytes())
     return digest.hexdigest()
 
@@ -436,6 +431,9 @@ def _computation(tower) -> tuple[str, dict, list]:
     whole tower locked without a head: then both compute the same), else
     `("tower", config, variables)`. Configs leave out layer names."""
     config = tower.get_config()
+    # `.weights`, not `.variables`: the latter also holds random-seed state
+    # (dropout's SeedGenerator), which differs between two builds of the same
+    # tower and would make every key new (a disk cache that never hits).
     projection = getattr(tower, "projection", None)
     if tower.locked_part == "tower" and projection is not None:
         return "tower", config, tower.weights
@@ -443,17 +441,6 @@ def _computation(tower) -> tuple[str, dict, list]:
     pooled = {k: v for k, v in config.items() if k not in head_keys}
     skip = set() if projection is None else {id(w) for w in projection.weights}
     return "pooled", pooled, [w for w in tower.weights if id(w) not in skip]
-
-
-def _values_digest(variables) -> str:
-    """sha256 over variables' shapes, dtypes and values, in order (not their
-    paths, which carry the model's and layers' names)."""
-    digest = hashlib.sha256()
-    for variable in variables:
-        value = np.ascontiguousarray(keras.ops.convert_to_numpy(variable.value))
-        digest.update(f"{value.dtype.str}{value.shape}|".encode())
-        digest.update(value.tobytes())
-    return digest.hexdigest()
 
 
 def source_description(model, source) -> dict:
@@ -472,7 +459,7 @@ def source_description(model, source) -> dict:
         "computation": computation,
         "tower_class": type(tower).__name__,
         "tower_config": _json(_nameless(config)),
-        "weights_sha256": _values_digest(variables),
+        "weights_sha256": weights_digest(variables, paths=False),
         "preprocessing_config": _json(
             _nameless(_preprocessing_config(preprocessor.get_config(), source))
         ),

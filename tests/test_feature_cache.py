@@ -206,8 +206,8 @@ def test_cache_key_ignores_random_seed_state():
     b.set_weights(a.get_weights())
     assert len(a.variables) > len(a.weights)  # seed state exists
     digest = feature_cache.weights_digest
-    assert digest(feature_cache._locked_variables(a)) == digest(
-        feature_cache._locked_variables(b)
+    assert digest(feature_cache._computation(a)[2], paths=False) == digest(
+        feature_cache._computation(b)[2], paths=False
     )
 
 
