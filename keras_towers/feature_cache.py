@@ -39,7 +39,6 @@ import collections
 import hashlib
 import json
 import os
-import re
 import warnings
 from typing import NamedTuple
 
@@ -328,28 +327,6 @@ def _json(value) -> str:
     return json.dumps(value, sort_keys=True, default=repr)
 
 
-_NUMBERED = re.compile(r"^(.+?)_\d+$")
-
-
-def _unnumbered(config):
-    """`config` with the automatic `_<n>` suffixes of layer names removed:
-    Keras numbers a second `ImageConverter` built in the same process
-    `image_converter_1`, which changes nothing it computes, and must not
-    make an identical tower miss the cache."""
-    if isinstance(config, dict):
-        return {
-            k: (
-                _NUMBERED.sub(r"\1", v)
-                if k == "name" and isinstance(v, str)
-                else _unnumbered(v)
-            )
-            for k, v in config.items()
-        }
-    if isinstance(config, (list, tuple)):
-        return [_unnumbered(v) for v in config]
-    return config
-
-
 def weights_digest(variables, paths: bool = True) -> str:
     """sha256 over variables' shapes, dtypes and values, in order, and their
     paths unless `paths=False` (paths carry the model's and layers' names,
@@ -400,7 +377,8 @@ def _disk_name(source) -> str:
 
 def _nameless(config):
     """`config` without its `name` and `trainable` entries (neither changes
-    what a locked part computes in inference mode)."""
+    what a locked part computes in inference mode; Keras also numbers a
+    second `ImageConverter` built in one process `image_converter_1`)."""
     if isinstance(config, dict):
         return {
             k: _nameless(v) for k, v in config.items() if k not in ("name", "trainable")
@@ -431,10 +409,10 @@ def _computation(tower) -> tuple[str, dict, list]:
     whole tower locked without a head: then both compute the same), else
     `("tower", config, variables)`. Configs leave out layer names."""
     config = tower.get_config()
+    projection = getattr(tower, "projection", None)
     # `.weights`, not `.variables`: the latter also holds random-seed state
     # (dropout's SeedGenerator), which differs between two builds of the same
     # tower and would make every key new (a disk cache that never hits).
-    projection = getattr(tower, "projection", None)
     if tower.locked_part == "tower" and projection is not None:
         return "tower", config, tower.weights
     head_keys = ("projection_dim", "head", "head_use_bias", "head_hidden_dim")

@@ -44,8 +44,9 @@ def add_parser(commands) -> None:
         "--data",
         default="embedded",
         help="'embedded' (the train split of the corpus `keras-towers data "
-        "prepare` builds; its validation split for val_ metrics) or a path to your pairs: .csv/.jsonl (columns image, "
-        "caption), .tfrecord, WebDataset .tar or a glob of them",
+        "prepare` builds; its validation split for val_ metrics) or a path "
+        "to your pairs: .csv/.jsonl (columns image, caption), .tfrecord, "
+        "WebDataset .tar or a glob of them",
     )
     train.add_argument("--epochs", type=_positive_int, default=10)
     train.add_argument("--batch-size", type=_positive_int, default=128)

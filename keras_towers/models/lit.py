@@ -232,7 +232,8 @@ class LiT(CLIP):
 
         # === Layers ===
         if image_tower is None:
-            image_tower = load_image_tower(
+            image_tower = load_sourced_tower(
+                "image",
                 image_tower_source,
                 pooling=image_pooling,
                 head=image_head,
@@ -256,11 +257,12 @@ class LiT(CLIP):
                 image_tower, image_tower_source, text_tower_source
             )
         if text_tower_source is not None:
-            text_tower = load_text_tower(
+            text_tower = load_sourced_tower(
+                "text",
                 text_tower_source,
                 pooling=text_pooling,
                 head=text_head,
-                projection_dim=image_tower.output_dim,
+                projection_dim=image_tower.output_dim if text_head else None,
                 lock=lock_text,
             )
         if text_tower is None:
@@ -426,31 +428,19 @@ def check_sources(
             )
 
 
-def load_image_tower(source, *, pooling, head, projection_dim, lock) -> ImageTower:
-    """The image tower `"image_tower"` over a referenced backbone: pooled
-    with `pooling` (default: the encoder's own), with an optional `head`
-    to `projection_dim`, locked by `lock`."""
+def load_sourced_tower(
+    modality: str, source, *, pooling, head, projection_dim, lock
+) -> ImageTower | TextTower:
+    """The `"<modality>_tower"` over a referenced backbone: pooled with
+    `pooling` (default: the encoder's own), with an optional `head` to
+    `projection_dim`, locked by `lock`."""
     return pretrained.load_tower(
         source,
-        modality="image",
+        modality=modality,
         pooling=pooling or pretrained.default_pooling(source),
-        name="image_tower",
+        name=f"{modality}_tower",
         head=head,
         projection_dim=projection_dim,
-        lock=lock,
-    )
-
-
-def load_text_tower(source, *, pooling, head, projection_dim, lock) -> TextTower:
-    """The text tower `"text_tower"` over a referenced backbone, as
-    `load_image_tower` (`projection_dim` is used only with a `head`)."""
-    return pretrained.load_tower(
-        source,
-        modality="text",
-        pooling=pooling or pretrained.default_pooling(source),
-        name="text_tower",
-        head=head,
-        projection_dim=projection_dim if head else None,
         lock=lock,
     )
 

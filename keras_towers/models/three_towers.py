@@ -71,7 +71,7 @@ def _main_towers(
 ) -> tuple:
     """`f`, `g`, the preprocessor and the resolved locks: the towers named by
     `image_tower_source` / `text_tower_source` built as `keras_towers.LiT`
-    builds them (`lit.load_image_tower`, ...), and the locks applied.
+    builds them (`lit.load_sourced_tower`), and the locks applied.
 
     Without sources or locks everything is returned as given (CLIP's
     defaults fill in the rest). A missing lock of a referenced tower
@@ -101,7 +101,8 @@ def _main_towers(
         image_head=image_head,
     )
     if image_tower is None and image_tower_source is not None:
-        image_tower = lit.load_image_tower(
+        image_tower = lit.load_sourced_tower(
+            "image",
             image_tower_source,
             pooling=image_pooling,
             head=image_head,
@@ -127,11 +128,12 @@ def _main_towers(
                 third_tower_source
             ).preprocessing()
     if text_tower_source is not None:
-        text_tower = lit.load_text_tower(
+        text_tower = lit.load_sourced_tower(
+            "text",
             text_tower_source,
             pooling=text_pooling,
             head=text_head,
-            projection_dim=image_tower.output_dim,
+            projection_dim=image_tower.output_dim if text_head else None,
             lock=lock_text,
         )
     for kind, tower, source, lock in (
