@@ -21,10 +21,18 @@ order alone moves them as much as a change of backend):
   label is from a tie (smallest gap between the nearest and second-nearest
   squared centroid distance, >= 9e-4); across backends these distances
   differ by at most 1.4e-5;
-- the final weights, `atol=2e-4` (observed <= 4.6e-5; 9 Adam steps of
-  lr 2e-3 move them by about 1e-2; the stored changes are rounded by at
-  most 1e-5); the final episode state (centroids, prototypes) `atol=3e-4`
-  (observed <= 6.1e-5).
+- the final weights, by how far each variable's change from its initial
+  value is from the reference change: `|final - reference| / |reference -
+  initial|` (Frobenius norms) <= 5e-2, and no element off by more than
+  2e-3 (about one Adam step). 9 Adam steps of lr 2e-3 move the weights by
+  about 1e-2 per element. Observed: <= 4e-4 on jax and tensorflow, but on
+  torch on an Intel Xeon with AMX, where the reference (made on an AMD
+  EPYC) is reproduced less closely, up to 2.0e-2 (the text prototype head's
+  hidden kernel, an element off by 9e-4) and 3e-3 in the text tower (an
+  element off by 2.1e-4, which failed the former element-wise `atol=2e-4`
+  in CI). A loss term with a wrong weight or gradient changes the affected
+  variables' updates by a relative amount of order 1. The final episode
+  state (centroids, prototypes): `atol=3e-4` (observed <= 6.1e-5).
 
 Two kinds of parameters have a gradient that is exactly zero in exact
 arithmetic, so Adam turns float32 rounding noise in it into updates of up to
@@ -53,7 +61,10 @@ import pytest
 from tests import make_protoclip_parity_reference as reference_run
 
 HISTORY_ATOL = 3e-4
-WEIGHT_ATOL = 2e-4
+#: |final - reference| / |reference - initial| per variable (norms).
+WEIGHT_UPDATE_RTOL = 5e-2
+#: No weight element further than this from the reference (~ one Adam step).
+WEIGHT_ATOL = 2e-3
 MOVING_MEAN_ATOL = 2e-3
 STATE_ATOL = 3e-4
 #: Reference labels must be at least this far from a tie (squared distance).
@@ -179,13 +190,20 @@ def test_final_weights_match_reference(run, reference):
         if v.path.endswith(ZERO_GRADIENT_SUFFIXES):
             skipped.append(v.path)
             continue
-        atol = MOVING_MEAN_ATOL if v.path.endswith("moving_mean") else WEIGHT_ATOL
+        actual = run.weights[v.path]
+        expected = reference["final"][v.path]
+        if v.path.endswith("moving_mean"):
+            np.testing.assert_allclose(
+                actual, expected, rtol=0, atol=MOVING_MEAN_ATOL, err_msg=v.path
+            )
+            continue
         np.testing.assert_allclose(
-            run.weights[v.path],
-            reference["final"][v.path],
-            rtol=0,
-            atol=atol,
-            err_msg=v.path,
+            actual, expected, rtol=0, atol=WEIGHT_ATOL, err_msg=v.path
+        )
+        change = np.linalg.norm(expected - reference["initial"][v.path])
+        off = np.linalg.norm(actual - expected)
+        assert off <= WEIGHT_UPDATE_RTOL * change, (
+            f"{v.path}: {off:.3g} from the reference, whose change is {change:.3g}"
         )
     # The ViT's and the text transformer's key biases, the two heads' biases.
     assert len(skipped) == 4, skipped
