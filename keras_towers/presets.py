@@ -63,10 +63,12 @@ from keras_towers.utils.io import read_json
 from keras_towers.utils.io import sha256_file
 from keras_towers.utils.io import write_json
 from keras_towers.version import __version__
+from keras_towers_entry.presets import METADATA_FILE
+from keras_towers_entry.presets import presets_dir
+from keras_towers_entry.presets import shipped_presets
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.weights.h5"
-METADATA_FILE = "metadata.json"
 TOKENIZER_ASSETS = os.path.join("assets", "tokenizer")
 #: `metadata.json` key: source -> `pretrained.registry.weights_record(source)`.
 ENCODERS_KEY = "referenced_encoders"
@@ -92,26 +94,11 @@ __all__ = [
 ]
 
 
-def presets_dir() -> Path:
-    """Where shipped presets live (`$KERAS_TOWERS_PRESETS_DIR` overrides)."""
-    env = os.environ.get("KERAS_TOWERS_PRESETS_DIR")
-    if env:
-        return Path(env)
-    return Path(__file__).resolve().parent / "shipped_presets"
-
-
 def _shipped() -> dict[str, dict]:
+    """Shipped presets (read once): name -> `{"path", "metadata"}`."""
     global _SHIPPED_CACHE
     if _SHIPPED_CACHE is None:
-        found = {}
-        root = presets_dir()
-        if root.is_dir():
-            for meta_path in sorted(root.glob(f"*/{METADATA_FILE}")):
-                found[meta_path.parent.name] = {
-                    "path": str(meta_path.parent),
-                    "metadata": read_json(meta_path),
-                }
-        _SHIPPED_CACHE = found
+        _SHIPPED_CACHE = shipped_presets(presets_dir())
     return _SHIPPED_CACHE
 
 

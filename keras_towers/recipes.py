@@ -2,7 +2,10 @@
 
 A recipe is a named builder `build(image_size) -> compiled-ready model` with
 a default image size. Register more with `register_recipe`; the CLI's
-`--method` choices are the registered names.
+`--method` choices are the registered names (the `keras-towers` script, which
+parses its arguments before importing this module, has them as
+`keras_towers_entry.parser.METHODS`; `keras_towers.cli.main` in a process
+that registered more offers those too).
 
 Example:
 

@@ -3,7 +3,9 @@
 # shipped preset: build the wheel of this checkout, install it (--no-deps)
 # into a fresh venv whose dependencies come from the project's .venv, and,
 # from outside the repository, list the presets and load `shapes_clip_tiny`,
-# and check the other package data (open_clip's BPE file) is installed.
+# and check the other package data (open_clip's BPE file) is installed and the
+# installed `keras-towers` script answers `--version` and `presets list`
+# without importing Keras.
 #
 # The fresh venv sees .venv's site-packages through a `.pth` line, which puts
 # the directory on sys.path without running its own `.pth` files, so the
@@ -171,5 +173,52 @@ check((bpe.parent / "BPE_LICENSE").is_file(), "converters/open_clip/BPE_LICENSE 
 merges = oc_tokenizer.read_bpe_file(bpe)
 check(len(merges) == oc_tokenizer.NUM_MERGES, f"{len(merges)} BPE merges read")
 print(f"check_wheel: open_clip BPE shipped ({len(merges)} merges)")
+EOF
+# 5. The installed script: `--version` and `presets list` answer from the
+# wheel's files without importing Keras or keras_towers.
+[ -x "$TMP/venv/bin/keras-towers" ] || fail "the wheel installed no keras-towers script"
+env -u KERAS_TOWERS_PRESETS_DIR -u PYTHONPATH KERAS_BACKEND=jax \
+  "$VPY" -I - "$TMP/venv" "$ROOT/keras_towers/version.py" <<'EOF' \
+  || fail "the installed keras-towers script does not start without Keras"
+import contextlib
+import io
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+venv = Path(sys.argv[1]).resolve()
+version = re.search(r'__version__ = "([^"]+)"', Path(sys.argv[2]).read_text())[1]
+
+
+def check(condition, message):
+    if not condition:
+        sys.exit(f"check_wheel: {message}")
+
+
+from keras_towers_entry import main  # noqa: E402
+from keras_towers_entry.presets import presets_dir  # noqa: E402
+
+root = presets_dir().resolve()
+check(venv in root.parents, f"the script's presets_dir() is {root}, not in the venv")
+listing = io.StringIO()
+with contextlib.redirect_stdout(listing):
+    code = main(["presets", "list"])
+check(code == 0 and "shapes_clip_tiny  [CLIP]" in listing.getvalue(), "presets list")
+shown = io.StringIO()
+with contextlib.redirect_stdout(shown), contextlib.suppress(SystemExit):
+    main(["--version"])
+check(
+    shown.getvalue().startswith(f"keras-towers {version} (keras ")
+    and shown.getvalue().endswith("backend jax)\n"),
+    f"--version printed {shown.getvalue()!r}",
+)
+heavy = sorted({m.split(".")[0] for m in sys.modules} & {"keras", "keras_towers"})
+check(not heavy, f"presets list / --version imported {heavy}")
+script = subprocess.run(
+    [str(venv / "bin" / "keras-towers"), "--version"], capture_output=True, text=True
+)
+check(script.returncode == 0 and version in script.stdout, f"script: {script}")
+print(f"check_wheel: keras-towers {version}: --version, presets list without Keras")
 EOF
 echo "check_wheel: OK ($((SECONDS - start)) s)"

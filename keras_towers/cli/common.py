@@ -2,62 +2,12 @@
 
 from __future__ import annotations
 
-import argparse
 import glob
 import os
 from pathlib import Path
 
 from keras_towers.evaluation import report
 from keras_towers.models import ContrastiveModel
-
-
-def _positive_int(value: str) -> int:
-    try:
-        number = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected an integer, got {value!r}"
-        ) from None
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
-    return number
-
-
-def add_load_options(parser) -> None:
-    """The options of every command that loads presets: the checks
-    (`--no-verify-*`) and the zero-shot head of CLIPRocket presets."""
-    add_verify_options(parser)
-    parser.add_argument(
-        "--zero-shot-head",
-        choices=("global", "augmented", "ensemble"),
-        help="embeddings of a CLIPRocket preset (clip-improved, siamlip, ...): "
-        "the global linear head z, the augmented-view MLP head h, or their "
-        "ensemble w*cos_z + (1-w)*cos_h (default: the one the preset stores)",
-    )
-    parser.add_argument(
-        "--ensemble-weight",
-        type=float,
-        help="w of --zero-shot-head ensemble, in [0, 1] (default: the stored one)",
-    )
-
-
-def add_verify_options(parser) -> None:
-    """`--no-verify-checksums` / `--no-verify-encoders` for commands that
-    load presets."""
-    parser.add_argument(
-        "--no-verify-checksums",
-        dest="verify_checksums",
-        action="store_false",
-        help="load a preset whose metadata.json lacks file checksums (its files "
-        "are then not checked)",
-    )
-    parser.add_argument(
-        "--no-verify-encoders",
-        dest="verify_encoders",
-        action="store_false",
-        help="load a preset whose recorded frozen encoders (package version, "
-        "weight sha256) differ from the installed ones",
-    )
 
 
 def load_model(preset: str, args=None):

@@ -12,7 +12,6 @@ source format and the sha256 of every source file.
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 from pathlib import Path
@@ -25,20 +24,6 @@ from keras_towers.utils.io import sha256_file
 
 #: Texts and images the round-trip check encodes with both models.
 CHECK_TEXTS = ("a photo of a cat", "", "Two DOGS & 3 birds, naïve café 🙂")
-
-
-def add_parser(commands) -> None:
-    """The `convert` command."""
-    convert = commands.add_parser(
-        "convert",
-        help="convert an open_clip or transformers checkpoint to a native preset",
-        description=__doc__.split("\n\n")[0].replace("`", ""),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    convert.add_argument("source", metavar="SRC", help="checkpoint directory")
-    convert.add_argument("output", metavar="DST", help="new preset directory")
-    convert.add_argument("--description", default="", help="preset description")
-    convert.set_defaults(func=run)
 
 
 def _check_images(model) -> list:

@@ -3,7 +3,6 @@ written to `.npy` (with an ids file) or `.parquet`, row by row with ids."""
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import os
@@ -12,8 +11,6 @@ from pathlib import Path
 import numpy as np
 
 from keras_towers.cli.common import _image_paths
-from keras_towers.cli.common import _positive_int
-from keras_towers.cli.common import add_load_options
 from keras_towers.cli.common import load_model
 from keras_towers.datasets import read_image
 from keras_towers.utils.io import atomic_write
@@ -25,49 +22,6 @@ FORMATS = (".npy", ".parquet")
 TABLE_SUFFIXES = (".csv", ".tsv", ".jsonl")
 #: Images read (and encoded) at a time: memory stays bounded on big folders.
 IMAGE_CHUNK = 256
-
-EPILOG = """\
-inputs:
-  --images accepts image files, folders (their image files, sorted), quoted
-  glob patterns, or a .csv/.tsv/.jsonl table with an `image` column (paths
-  relative to the table's folder). --texts accepts a .txt file (one text per
-  line) or a table with a `caption` (or `text`) column; --column picks another.
-  A table's `id` column, when present, gives the ids.
-
-outputs:
-  OUT.npy      float32 [rows, dim], L2-normalised, plus OUT.ids.json (the ids
-               in row order, with the preset and the modality)
-  OUT.parquet  columns `id` (string) and `embedding` (float32 list); needs
-               pyarrow (`pip install keras-towers[parquet]`)
-"""
-
-
-def add_parser(commands) -> None:
-    """The `embed` command."""
-    embed = commands.add_parser(
-        "embed",
-        help="export image or text embeddings with ids to .npy or .parquet",
-        description="Encode images or texts with a preset and write the\n"
-        "L2-normalised embeddings, one row per input, with ids.",
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    embed.add_argument("--preset", required=True, help="preset name or directory")
-    source = embed.add_mutually_exclusive_group(required=True)
-    source.add_argument("--images", nargs="+", metavar="IMAGES")
-    source.add_argument("--texts", metavar="FILE")
-    embed.add_argument(
-        "--column", help="the table column holding the texts or image paths"
-    )
-    embed.add_argument(
-        "--output", required=True, help="OUT.npy or OUT.parquet (must not exist)"
-    )
-    embed.add_argument(
-        "--overwrite", action="store_true", help="replace an existing OUTPUT"
-    )
-    embed.add_argument("--batch-size", type=_positive_int, default=64)
-    add_load_options(embed)
-    embed.set_defaults(func=cmd_embed)
 
 
 def cmd_embed(args) -> int:
