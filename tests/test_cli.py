@@ -69,6 +69,7 @@ def test_unknown_preset(capsys):
     assert code == 2 and "Unknown preset 'no_such_preset'" in err
 
 
+@pytest.mark.one_backend
 def test_eval_json_and_report(capsys, tmp_path, pairs_csv):
     out_json = tmp_path / "r.json"
     report = tmp_path / "report"
@@ -192,6 +193,7 @@ def test_zero_shot_needs_two_classes(capsys, tmp_path):
     assert code == 2 and "at least two" in err
 
 
+@pytest.mark.one_backend
 def test_train_writes_a_loadable_preset(capsys, tmp_path, pairs_csv):
     import keras_towers
 
@@ -358,6 +360,7 @@ def test_version(capsys):
     assert keras_towers.__version__ in out and keras.config.backend() in out
 
 
+@pytest.mark.one_backend
 def test_resume_refuses_a_finished_run_and_changed_arguments(
     capsys, tmp_path, pairs_csv
 ):

@@ -49,6 +49,7 @@ def test_shipped_presets_are_listed_by_class():
     )
 
 
+@pytest.mark.one_backend
 def test_lit_preset_loads_by_name_and_references_the_frozen_tower():
     model = keras_towers.LiT.from_preset(LIT)
     assert model.image_tower_source == "efficientnet_lite0_imagenet"
@@ -88,6 +89,7 @@ def test_lit_preset_weights_do_not_contain_the_frozen_tower():
     assert not (set(stored.values()) & (frozen_shapes - text_shapes))
 
 
+@pytest.mark.one_backend
 def test_three_towers_preset_loads_by_name_without_its_third_tower():
     model = keras_towers.ThreeTowers.from_preset(THREE_TOWERS)
     assert model.get_third_tower() is None
@@ -214,6 +216,7 @@ def test_cached_feature_order_matches_the_training_order():
             np.testing.assert_array_equal(b["image_features"][:, 0], index)
 
 
+@pytest.mark.one_backend
 def test_cached_feature_trainer_trains_lit_without_touching_the_locked_tower(
     tmp_path, monkeypatch
 ):

@@ -392,6 +392,7 @@ def test_lit_phase_freezes_the_image_tower_and_resumes_exactly(shapes, tmp_path)
         np.testing.assert_allclose(np_(a), np_(b), rtol=0, atol=1e-6, err_msg=a.path)
 
 
+@pytest.mark.one_backend
 def test_episodes_on_cached_features_of_locked_backbones(shapes):
     from keras_towers import cache_locked_features
 

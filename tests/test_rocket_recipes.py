@@ -139,6 +139,7 @@ def _weights(preset):
     return model, [keras.ops.convert_to_numpy(w) for w in model.weights]
 
 
+@pytest.mark.one_backend
 def test_train_clip_improved_writes_a_loadable_preset(uninterrupted):
     model, _ = _weights(uninterrupted)
     assert model.zero_shot_head == "ensemble" and model.ensemble_weight == 0.3
@@ -161,6 +162,7 @@ class _InterruptingLogger(training.AtomicCSVLogger):
 
 
 # Three CLI runs (each compiles the three-view step): over 30 s.
+@pytest.mark.one_backend
 @pytest.mark.slow
 def test_resume_ends_with_the_same_weights(
     small_csv, uninterrupted, tmp_path, monkeypatch, tiny_towers
@@ -197,6 +199,7 @@ def test_view_options_are_refused_where_they_do_not_apply(capsys, small_csv, tmp
     assert code == 2 and "SwALIP needs augmented views" in capsys.readouterr().err
 
 
+@pytest.mark.one_backend
 def test_eval_commands_select_the_zero_shot_head(capsys, uninterrupted, tmp_path):
     texts = tmp_path / "texts.txt"
     texts.write_text("a red circle\na blue square\n")

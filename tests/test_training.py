@@ -77,6 +77,7 @@ def _train_3(model, pairs, backup, callbacks=()):
     )
 
 
+@pytest.mark.one_backend
 def test_resumed_run_ends_with_the_same_weights(pairs, three_epochs, tmp_path):
     backup = tmp_path / "backup"
     with pytest.raises(KeyboardInterrupt):
