@@ -1,4 +1,4 @@
-"""`keras-towers data prepare`, `presets list`, `eval` and `zero-shot`."""
+"""`keras-towers data prepare`, `eval` and `zero-shot` (`presets list` is `keras_towers_entry.presets`)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,6 @@ from keras_towers.cli.common import check_output_paths
 from keras_towers.cli.common import load_model
 from keras_towers.datasets import read_image
 from keras_towers.utils.io import write_json
-from keras_towers_entry import presets as entry_presets
 
 
 def cmd_data_prepare(args) -> int:
@@ -32,12 +31,6 @@ def cmd_data_prepare(args) -> int:
         data_dir=args.data_dir, verbose=True, sources=sources, workers=args.workers
     )
     return 0 if summary is not None else 1
-
-
-def cmd_presets_list(args=None) -> int:
-    """`keras-towers presets list` (`keras_towers_entry.presets`, which the
-    script runs without importing Keras)."""
-    return entry_presets.cmd_presets_list(args)
 
 
 def cmd_eval(args) -> int:
