@@ -80,7 +80,7 @@ def _send(channel, payload: dict) -> None:
     channel.flush()
 
 
-def _serve(channel, step, info: dict, warmup: int) -> None:
+def _serve(channel, step, info: dict, warmup: int, calls=None) -> None:
     """Warm up, report, then time blocks of steps on request.
 
     `step()` runs one step and returns its loss (a float). After `warmup`
@@ -88,17 +88,28 @@ def _serve(channel, step, info: dict, warmup: int) -> None:
     `first_loss` added), then answers each `run N` line on stdin with
     `{"times": [s, ...], "loss": last, "cpu_s": process CPU time}` until
     `quit` or end of input.
+
+    `calls` (optional) maps a name to a callable returning a dict of
+    measurements (one record), for things that are not one step, e.g. a
+    whole `model.fit`. Each is called once before `ready` (its first
+    record goes to `info["first_calls"][name]`: compilation, iterator
+    set-up), and `call NAME N` answers `{"records": [N records], "loss":
+    the last record's "loss" if any, "cpu_s": ...}`.
     """
+    calls = calls or {}
     t0 = time.perf_counter()
     first_loss = step()
     first = time.perf_counter() - t0
     for _ in range(max(warmup - 1, 0)):
         step()
+    first_calls = {name: fn() for name, fn in calls.items()}
     info.update(
         first_step_s=first,
         warmup_s=time.perf_counter() - t0,
         first_loss=first_loss,
     )
+    if first_calls:
+        info["first_calls"] = first_calls
     _send(channel, {"ready": info})
     for line in sys.stdin:
         command = line.split()
@@ -115,6 +126,13 @@ def _serve(channel, step, info: dict, warmup: int) -> None:
                 times.append(time.perf_counter() - t)
             cpu = time.process_time() - cpu
             _send(channel, {"times": times, "loss": loss, "cpu_s": cpu})
+        elif command[0] == "call":
+            fn = calls[command[1]]
+            cpu = time.process_time()
+            records = [fn() for _ in range(int(command[2]))]
+            cpu = time.process_time() - cpu
+            loss = records[-1].get("loss") if records else None
+            _send(channel, {"records": records, "loss": loss, "cpu_s": cpu})
     channel.close()
 
 
@@ -182,7 +200,8 @@ class Worker:
     """One worker subprocess: protocol on its stdin/stdout, stderr to a log.
 
     The driver loop fills `info` (the ready payload), `times` (seconds per
-    timed step), `foreign` (other processes' CPU share per block),
+    timed step), `records` (`{call name: [record, ...]}` from `call`
+    blocks), `foreign` (other processes' CPU share per block),
     `waited_s` (time spent waiting for a quiet CPU), `discarded` (blocks
     re-timed) and `last_loss`; `variant` marks an experiment row.
     """
@@ -202,6 +221,7 @@ class Worker:
         )
         self.info = None
         self.times = []
+        self.records = {}
         self.foreign = []
         self.waited_s = 0.0
         self.discarded = 0
@@ -297,6 +317,7 @@ def run_rounds(
     quiet_wait: float,
     max_other_load: float,
     retries: int,
+    call: str | None = None,
 ) -> None:
     """Time `rounds` rounds of one `steps`-step block per worker, interleaved.
 
@@ -305,10 +326,14 @@ def run_rounds(
     quiet CPU; a block during which other processes took more than
     `max_other_load` of all CPU time is re-timed, up to `retries` times.
     Results go into the workers' `times`, `last_loss`, `foreign`,
-    `waited_s` and `discarded`.
+    `waited_s` and `discarded`. With `call=NAME` a block is `steps` calls
+    of the workers' `NAME` callable (see `_serve`) instead, and its records
+    go into `worker.records[NAME]`; `workers` are then only those serving
+    it.
     """
     hz = os.sysconf("SC_CLK_TCK")
     ncpu = os.cpu_count()
+    block = f"run {steps}" if call is None else f"call {call} {steps}"
     for r in range(rounds):
         shift = r % len(workers)
         for worker in workers[shift:] + workers[:shift]:
@@ -316,7 +341,7 @@ def run_rounds(
                 worker.waited_s += wait_for_quiet(quiet_wait)
                 busy0, _ = cpu_jiffies()
                 t0 = time.perf_counter()
-                worker.send(f"run {steps}")
+                worker.send(block)
                 reply = worker.receive()
                 wall = time.perf_counter() - t0
                 busy = (cpu_jiffies()[0] - busy0) / hz
@@ -325,10 +350,14 @@ def run_rounds(
                 if other <= max_other_load or attempt == retries:
                     break
                 worker.discarded += 1
-            worker.times.extend(reply["times"])
+            if call is None:
+                worker.times.extend(reply["times"])
+            else:
+                worker.records.setdefault(call, []).extend(reply["records"])
             worker.last_loss = reply["loss"]
             worker.foreign.append(other)
-        print(f"  round {r + 1}/{rounds} done", flush=True)
+        label = "" if call is None else f" ({call})"
+        print(f"  round {r + 1}/{rounds}{label} done", flush=True)
 
 
 def measure_peak(command, log_dir: str, tag: str, quiet_wait: float) -> dict:
