@@ -379,7 +379,7 @@ def keras_worker(args) -> None:
             names = ("trainable", "non_trainable", "optimizer", "metrics")
             model._jax_state = {
                 f"{name}_variables": list(values)
-                for name, values in zip(names, state[0])
+                for name, values in zip(names, state[0], strict=True)
             }
             model._jax_state_synced = False
             model.jax_state_sync()

@@ -313,3 +313,19 @@ def test_corrupt_preset_weights_are_refused(tmp_path):
 def test_unknown_preset_lists_known_ones():
     with pytest.raises(ValueError, match="Known presets"):
         keras_towers.CLIP.from_preset("clip_does_not_exist")
+
+
+def test_fit_on_preprocessed_data_leaves_every_layer_built():
+    # An unbuilt layer (the preprocessor, which runs in tf.data and never
+    # through the model) made Keras repeat a symbolic pass over the whole
+    # model at the start of every `fit`.
+    model = keras_towers.CLIP.tiny()
+    model.compile()
+    batch = {
+        "images": np.zeros((4, 32, 32, 3), "float32"),
+        "token_ids": np.ones((4, 16), "int32"),
+        "padding_mask": np.ones((4, 16), bool),
+    }
+    model.fit(batch, batch_size=4, epochs=1, verbose=0)
+    unbuilt = [layer.name for layer in model._flatten_layers() if not layer.built]
+    assert unbuilt == []
