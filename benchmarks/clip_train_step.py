@@ -25,6 +25,14 @@ worker protocol, the interleaved rounds, the matmul-peak probe and
 the waiting for a quiet CPU are in `_harness.py`, shared with other
 benchmarks.
 
+Then each Keras worker trains through `model.fit` on a `tf.data` pipeline of
+the same batch: `--fit-rounds` interleaved rounds of one `fit` call of
+`--fit-steps` steps (see `make_fit_call` for what is timed), reported as the
+steps' time per step (and its ratio to transformers' step), the time from
+the call to the first batch, the time from the last step to `fit`'s return,
+and a whole call over its steps' direct time. `--config large` selects the
+larger model of issue 16 (ViT width 384 x 6 layers at 96 px).
+
 The fraction of peak relates the analytic training FLOPs per step
 (3 x forward matmul/conv FLOPs of both towers and the B x B logits) to the
 machine's fp32 matmul peak, measured in the same run (best of several large
