@@ -134,6 +134,14 @@ def parse_args(argv=None):
         help="steps per timed `model.fit` call (0: time direct steps only)",
     )
     p.add_argument(
+        "--fit-data",
+        choices=("preprocessed", "raw"),
+        default="preprocessed",
+        help="what `fit` reads: the step's preprocessed batch repeated, or "
+        "raw uint8 images (1.5x the model's size) and caption strings, "
+        "shuffled and preprocessed in tf.data as `fit` does for users",
+    )
+    p.add_argument(
         "--fit-rounds",
         type=int,
         default=None,
@@ -225,6 +233,7 @@ MODEL_FLAGS = (
     "seed",
     "warmup",
     "fit_steps",
+    "fit_data",
 )
 
 
@@ -435,14 +444,37 @@ def keras_worker(args) -> None:
         # What users run: `fit` on a tf.data pipeline (here the same
         # preprocessed batch, repeated; Keras turns it into NumPy / torch
         # tensors per step on jax and torch).
-        batch = {"images": images, "token_ids": token_ids, "padding_mask": padding_mask}
-        dataset = tf.data.Dataset.from_tensors(batch).repeat()
+        if args.fit_data == "raw":
+            dataset = raw_dataset(args)
+        else:
+            batch = {
+                "images": images,
+                "token_ids": token_ids,
+                "padding_mask": padding_mask,
+            }
+            dataset = tf.data.Dataset.from_tensors(batch).repeat()
         if args.backend == "jax":
             hooks = {"before": state_to_model, "after": state_from_model}
         else:
             hooks = {}
         calls["fit"] = make_fit_call(model, dataset, args.fit_steps, **hooks)
     harness._serve(channel, step, info, args.warmup, calls=calls)
+
+
+def raw_dataset(args, batches: int = 4):
+    """`batches` batches' worth of raw pairs, shuffled, batched, repeated:
+    uint8 images at 1.5x the model's size (so they are resized) and
+    captions of random words (the model's preprocessor runs in tf.data)."""
+    import numpy as np
+    import tensorflow as tf
+
+    rng = np.random.default_rng(args.seed)
+    n, size = batches * args.batch_size, args.image_size * 3 // 2
+    images = rng.integers(0, 256, (n, size, size, 3), dtype=np.uint8)
+    words = np.array(["a", "photo", "of", "red", "cat", "dog", "small", "the"])
+    texts = [" ".join(rng.choice(words, rng.integers(2, 8))) for _ in range(n)]
+    dataset = tf.data.Dataset.from_tensor_slices({"images": images, "texts": texts})
+    return dataset.shuffle(n).batch(args.batch_size, drop_remainder=True).repeat()
 
 
 def make_fit_call(model, dataset, steps: int, before=None, after=None):
@@ -737,6 +769,7 @@ def run_driver(args) -> dict:
             "rounds": args.rounds,
             "steps": args.steps,
             "fit_rounds": args.fit_rounds,
+            "fit_data": args.fit_data,
             "optimizer": {
                 "name": "AdamW",
                 "learning_rate": LEARNING_RATE,
@@ -901,7 +934,7 @@ def print_report(report, args) -> None:
         steps = fitted[0]["fit"]["steps_per_call"]
         print()
         print(
-            f"through model.fit (tf.data, {steps} steps per call, "
+            f"through model.fit (tf.data, {args.fit_data} data, {steps} steps per call, "
             f"{fitted[0]['fit']['calls']} calls; ratios against transformers' "
             "step above)"
         )
