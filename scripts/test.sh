@@ -10,15 +10,19 @@ export TF_CPP_MIN_LOG_LEVEL=3
 .venv/bin/keras-towers data prepare >/dev/null || { echo "data prepare failed"; exit 1; }
 # Each pass runs every test of its backend, `slow`-marked ones included (a
 # separate slow step per backend paid pytest's collection, which imports
-# every test module, three more times). Two passes run at a time by default
-# (KERAS_TOWERS_TEST_JOBS=1: one after the other, streamed): on 2 cores a
-# pass keeps about one core busy (tensorflow 0.96, jax 1.2, torch 1.1 cores
-# on average, measured 2026-12-01: tracing is single-threaded Python), and
-# two CPU-bound processes ran 1.8x as fast as one after the other there.
-# jax and tensorflow, the two longest, start first; torch takes the first
-# free slot. Each pass writes its own log and pytest temp dir; the logs are
-# printed in order once every pass has ended.
-jobs=${KERAS_TOWERS_TEST_JOBS:-2}
+# every test module, three more times). The three per-backend passes run one
+# after the other; KERAS_TOWERS_TEST_JOBS=2 runs two at a time (for machines
+# with more cores). On 2 cores it gains nothing although a pass alone keeps
+# only about one core busy on average (tensorflow 0.96, jax 1.2, torch 1.1,
+# measured 2026-12-01): run together, the jax and tensorflow passes each ran
+# at half their speed alone (38% of the tests after 16.5 min, against 8.5
+# min alone), on an Intel Xeon whose two CPUs ran two pure-Python loops
+# 1.8x as fast as one after the other (and with one thread per pass,
+# tests/test_clip.py took 327 s on jax and 436 s on tensorflow side by side,
+# against 89 s and 181 s alone with two). Each pass writes its own log and
+# pytest temp dir; with 2 jobs the logs are printed in order once every
+# pass has ended.
+jobs=${KERAS_TOWERS_TEST_JOBS:-1}
 logs=$(mktemp -d)
 run_backend() {
   if [ "$jobs" -le 1 ]; then
