@@ -77,6 +77,7 @@ class ContrastiveModel(keras.Model):
     def _prepare(self, x, batch_size, shuffle=False):
         """Map `preprocess_samples` over raw data; leave preprocessed data
         alone. Arrays become a (shuffled) tf.data pipeline first."""
+        self._build_preprocessor()
         if isinstance(x, dict) and self.preprocessor is not None:
             if any(k in x for k in (TEXT_KEY, IMAGE_KEY)):
                 n = len(next(iter(x.values())))
@@ -125,7 +126,6 @@ class ContrastiveModel(keras.Model):
             # Keras caches the compiled step (on every backend, including
             # jax's jitted `train_step`, in `train_function`).
             self.train_function = None
-        self._build_preprocessor()
         prepared = self._prepare(x, batch_size, shuffle=shuffle)
         validation = kwargs.get("validation_data")
         if isinstance(validation, (dict, tf.data.Dataset)):
@@ -142,10 +142,11 @@ class ContrastiveModel(keras.Model):
         (tokenizer, resizing) built.
 
         Keras runs a symbolic pass over the whole model at the start of
-        every `fit` while any tracked layer is unbuilt; the preprocessor
-        runs inside tf.data, never through the model, so on data that come
-        preprocessed it stayed unbuilt and each `fit` paid that pass
-        (0.26 s for `CLIP.tiny` on torch, measured 2026-12-01)."""
+        every `fit`, `evaluate` and `predict` while any tracked layer is
+        unbuilt; the preprocessor runs inside tf.data, never through the
+        model, so on data that come preprocessed it stayed unbuilt and each
+        call paid that pass (0.26 s per `fit` for `CLIP.tiny` on torch,
+        measured 2026-12-01). Called by `_prepare`, which all three use."""
         preprocessor = getattr(self, "preprocessor", None)
         if not isinstance(preprocessor, keras.layers.Layer):
             return
