@@ -329,3 +329,46 @@ def test_fit_on_preprocessed_data_leaves_every_layer_built():
     model.fit(batch, batch_size=4, epochs=1, verbose=0)
     unbuilt = [layer.name for layer in model._flatten_layers() if not layer.built]
     assert unbuilt == []
+
+
+@pytest.mark.skipif(
+    keras.backend.backend() != "tensorflow",
+    reason="Keras' tensorflow trainer builds the optimizer inside the trace",
+)
+def test_first_fit_traces_the_train_step_once(monkeypatch):
+    # Keras' tensorflow trainer left the optimizer to be built inside the
+    # first trace of the train function, and a tf.function that creates
+    # variables is traced again: every first `fit` traced twice.
+    model = keras_towers.CLIP.tiny()
+    model.compile(jit_compile=False)
+    traces = []
+    original = keras_towers.CLIP.train_step
+
+    def counted(self, *args):
+        traces.append(self.optimizer.built)
+        return original(self, *args)
+
+    monkeypatch.setattr(keras_towers.CLIP, "train_step", counted)
+    batch = {
+        "images": np.zeros((4, 32, 32, 3), "float32"),
+        "token_ids": np.ones((4, 16), "int32"),
+        "padding_mask": np.ones((4, 16), bool),
+    }
+    model.fit(batch, batch_size=4, epochs=2, verbose=0)
+    assert traces == [True]
+
+
+def test_prepared_pipelines_leave_autotuning_off_where_keras_iterates_them():
+    # On jax and torch, deleting an autotuned iterator at the end of `fit`
+    # blocked for seconds; tensorflow's graph iterator is not affected.
+    model = keras_towers.CLIP.tiny()
+    raw = tf.data.Dataset.from_tensor_slices(
+        {"images": np.zeros((4, 32, 32, 3), "uint8"), "texts": ["a"] * 4}
+    ).batch(2)
+    expected = None if keras.backend.backend() == "tensorflow" else False
+    assert model._prepare(raw, 2).options().autotune.enabled is expected
+    # A pipeline that says whether to autotune keeps its choice.
+    options = tf.data.Options()
+    options.autotune.enabled = True
+    chosen = model._prepare(raw.with_options(options), 2)
+    assert chosen.options().autotune.enabled is True

@@ -22,6 +22,28 @@ from keras_towers.preprocessing import IMAGE_KEY
 from keras_towers.preprocessing import TEXT_KEY
 
 
+def _without_autotune_on_python_iteration(dataset: tf.data.Dataset):
+    """`dataset` with tf.data's autotuning off on jax and torch, unless its
+    options already say whether to autotune.
+
+    There Keras iterates the pipeline from Python and deletes the iterator
+    when `fit`, `evaluate` or `predict` ends; with autotuning on, that
+    deletion blocked for 0.6 s (a fixed batch) to 4.8 s (images and texts
+    preprocessed in the pipeline) after the last step, against <= 0.02 s
+    with it off (`CLIP.tiny` on torch, 2026-12-01; benchmarks/README.md,
+    "fit return"). `num_parallel_calls=AUTOTUNE` then runs one call per
+    core, and `prefetch(AUTOTUNE)` still sizes its buffer as it goes. On
+    tensorflow the iterator lives in the graph and is unaffected.
+    """
+    if keras.backend.backend() not in ("jax", "torch"):
+        return dataset
+    if dataset.options().autotune.enabled is not None:
+        return dataset
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return dataset.with_options(options)
+
+
 class ContrastiveModel(keras.Model):
     """Base class of keras_towers methods (not used directly).
 
@@ -91,6 +113,8 @@ class ContrastiveModel(keras.Model):
             if self._needs_preprocessing(features):
                 x = x.map(self.preprocess_samples, num_parallel_calls=tf.data.AUTOTUNE)
                 x = x.prefetch(tf.data.AUTOTUNE)
+        if isinstance(x, tf.data.Dataset):
+            x = _without_autotune_on_python_iteration(x)
         return x
 
     def fit(
@@ -189,6 +213,24 @@ class ContrastiveModel(keras.Model):
                 )
                 break
             iterator = None
+        elif (
+            keras.backend.backend() == "tensorflow"
+            and getattr(self, "_distribute_strategy", None) is None
+        ):
+            # Keras' tensorflow trainer skips the symbolic build without a
+            # strategy and lets the first trace of the train function build
+            # the optimizer; a tf.function that creates variables is traced
+            # a second time, so the first `fit` traced `train_step` twice
+            # (CLIP.tiny: 12.3 s -> 6.2 s without XLA, 2026-12-01). Build it
+            # here, as the jax and torch trainers do, when the model is built
+            # (an unbuilt one keeps Keras' deferred build).
+            optimizer = getattr(self, "optimizer", None)
+            if (
+                optimizer is not None
+                and not optimizer.built
+                and all(layer.built for layer in self._flatten_layers())
+            ):
+                optimizer.build(self.trainable_variables)
         return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
 
     def train_step(self, *args):
