@@ -321,7 +321,7 @@ def add_data_parser(commands) -> None:
     prepare.add_argument(
         "--workers",
         type=int,
-        help="rendering threads (default: the number of CPUs)",
+        help="rendering processes (default: the number of CPUs, at most 8)",
     )
     prepare.set_defaults(handler=HANDLERS["data prepare"])
 

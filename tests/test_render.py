@@ -59,3 +59,24 @@ def test_cache_is_by_content_records_failures_and_prunes(tmp_path):
     assert other != png
     removed = render.prune_cache(tmp_path, [render.cache_name(good, 32)])
     assert removed == 2 and [p.name for p in tmp_path.iterdir()] == [png.split("/")[-1]]
+
+
+def test_many_svgs_render_in_worker_processes_in_order(tmp_path, monkeypatch):
+    # Spawned workers, each SVG into its own source's cache; answers in
+    # input order, cached ones answered without a worker.
+    monkeypatch.setattr(render, "PROCESS_POOL_MIN", 2)
+    colours = ["red", "green", "blue", "black"]
+    svgs = [
+        _svg(f'<circle cx="50" cy="50" r="{10 + i}" fill="{c}"/>')
+        for i, c in enumerate(colours)
+    ]
+    svgs.append(_svg(""))
+    dirs = [tmp_path / ("a" if i % 2 else "b") for i in range(len(svgs))]
+    cached = render.render_to_cache(svgs[0], dirs[0], size=32)
+    results = render.render_many(svgs, dirs, size=32, workers=2)
+    assert results[0] == cached
+    for (png, why), svg, d in zip(results[:4], svgs[:4], dirs[:4], strict=True):
+        assert why is None and png == str(d / f"{render.cache_name(svg, 32)}.png")
+    assert results[4][0] is None and "transparent" in results[4][1]
+    with pytest.raises(ValueError, match="one per SVG"):
+        render.render_many(svgs, dirs[:2], size=32)

@@ -315,34 +315,32 @@ def check_concepts_disjoint(records: dict[str, list[dict]]) -> None:
 
 
 def _render_svgs(items, root: Path, failures: dict, workers=None) -> list[dict]:
-    """Render every `svg` item; return the items that have an image."""
-    by_source: dict[str, list[int]] = {}
-    for i, item in enumerate(items):
-        if "svg" in item:
-            by_source.setdefault(item["source"], []).append(i)
+    """Render every `svg` item (all sources in one pool of workers); return
+    the items that have an image."""
+    indices = [i for i, item in enumerate(items) if "svg" in item]
+    caches = [root / "rendered" / items[i]["source"] for i in indices]
+    results = render.render_many(
+        [items[i]["svg"] for i in indices], caches, workers=workers
+    )
+    # Failures are cached as `<stem>.fail`, successes as `<stem>.png`: keep
+    # both kinds of this build in each source's cache, drop every other file.
+    stems: dict[Path, list[str]] = {cache: [] for cache in caches}
+    for i, cache in zip(indices, caches, strict=True):
+        try:
+            stems[cache].append(render.cache_name(render.svg_bytes(items[i]["svg"])))
+        except OSError:  # unreadable: counted as a failure already
+            pass
+    for cache, keep in stems.items():
+        render.prune_cache(cache, keep)
     drop = set()
-    for source, indices in by_source.items():
-        cache = root / "rendered" / source
-        results = render.render_many(
-            [items[i]["svg"] for i in indices], cache, workers=workers
-        )
-        # Failures are cached as `<stem>.fail`, successes as `<stem>.png`:
-        # keep both kinds of this build, drop every other file.
-        stems = []
-        for i in indices:
-            try:
-                stems.append(render.cache_name(render.svg_bytes(items[i]["svg"])))
-            except OSError:  # unreadable: counted as a failure already
-                pass
-        render.prune_cache(cache, stems)
-        for i, (png, reason) in zip(indices, results, strict=True):
-            item = items[i]
-            del item["svg"]
-            if png is None:
-                failures.setdefault(source, {})[item["id"]] = reason
-                drop.add(i)
-            else:
-                item["image"] = png
+    for i, (png, reason) in zip(indices, results, strict=True):
+        item = items[i]
+        del item["svg"]
+        if png is None:
+            failures.setdefault(item["source"], {})[item["id"]] = reason
+            drop.add(i)
+        else:
+            item["image"] = png
     return [item for i, item in enumerate(items) if i not in drop]
 
 
@@ -474,7 +472,8 @@ def prepare(
         verbose: bool. Print the summary.
         sources: None (every source) or a list of source names to build
             the corpus from (a smaller corpus, e.g. for tests).
-        workers: int or None. Rendering threads (default: the CPU count).
+        workers: int or None. Rendering processes (default: the CPU count,
+            at most 8; 1 renders in this process).
 
     Returns:
         A summary dict: `splits` (pairs per split and source), `concepts`
