@@ -19,9 +19,11 @@ image (`keras_towers.datasets.decode_image`).
 from __future__ import annotations
 
 import hashlib
-import multiprocessing
 import os
-from concurrent.futures import ProcessPoolExecutor
+import pickle
+import subprocess
+import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -170,14 +172,56 @@ def prune_cache(cache_dir: str | os.PathLike, keep: list[str]) -> int:
     return removed
 
 
-#: Fewer SVGs to render than this are rendered in this process: a worker
-#: process costs about as much to start as rendering ~600 of them.
-PROCESS_POOL_MIN = 256
+#: Fewer SVGs to render than this are rendered in this process: starting
+#: the worker processes costs about as much as rendering a few dozen.
+PROCESS_POOL_MIN = 64
+
+# A worker runs this file as a script, not `keras_towers.datasets.render`:
+# importing the package would import Keras (seconds per worker), and running
+# a file as a script does not import its caller's main module again (what
+# `multiprocessing`'s spawn does, which breaks scripts without a
+# `__name__ == "__main__"` guard). `sys.path.pop(0)` drops the working
+# directory that `-c` puts first.
+_WORKER = (
+    "import runpy, sys; sys.path.pop(0); "
+    "runpy.run_path(sys.argv[1], run_name='__main__')"
+)
 
 
 def _render_job(job):
     svg, cache_dir, size = job
     return render_to_cache(svg, cache_dir, size)
+
+
+def _render_in_processes(jobs: list, workers: int) -> list:
+    """`_render_job` over `jobs` in `workers` processes (job i in process
+    i % workers), in order."""
+    with tempfile.TemporaryDirectory(prefix="keras_towers_render_") as tmp:
+        running = []
+        for w in range(workers):
+            job_file = Path(tmp) / f"jobs-{w}.pickle"
+            job_file.write_bytes(pickle.dumps(jobs[w::workers]))
+            out_file = Path(tmp) / f"results-{w}.pickle"
+            process = subprocess.Popen(
+                [sys.executable, "-c", _WORKER, __file__, str(job_file), str(out_file)],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+            )
+            running.append((process, out_file))
+        parts = []
+        for process, out_file in running:
+            _, stderr = process.communicate()
+            if process.returncode != 0 or not out_file.is_file():
+                message = stderr.decode("utf-8", "replace").strip()[-2000:]
+                raise RuntimeError(
+                    f"An SVG rendering worker ({sys.executable} {__file__}) "
+                    f"exited with status {process.returncode}: {message}"
+                )
+            parts.append(pickle.loads(out_file.read_bytes()))
+    results = [None] * len(jobs)
+    for w, part in enumerate(parts):
+        results[w::workers] = part
+    return results
 
 
 def render_many(
@@ -191,8 +235,9 @@ def render_many(
     `PROCESS_POOL_MIN` of them, else in this process. Processes, not
     threads: threads rendered at about the speed of one (2026-12-01, 2
     cores: 400 OpenMoji SVGs in 3.3 s on one thread, 2.9 s on two; the time
-    is in libvips' SVG load and render calls). The workers are spawned, not
-    forked: the caller may have TensorFlow's threads running.
+    is in libvips' SVG load and render calls). Each worker is a fresh
+    Python running this file, which imports neither Keras nor the caller's
+    modules.
     """
     _pyvips()
     dirs = (
@@ -224,10 +269,13 @@ def render_many(
     if workers == 1 or len(jobs) < PROCESS_POOL_MIN:
         rendered = [_render_job(job) for job in jobs]
     else:
-        context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(workers, mp_context=context) as pool:
-            chunk = max(1, min(64, len(jobs) // (8 * workers)))
-            rendered = list(pool.map(_render_job, jobs, chunksize=chunk))
+        rendered = _render_in_processes(jobs, min(workers, len(jobs)))
     for i, answer in zip(todo, rendered, strict=True):
         results[i] = answer
     return results
+
+
+if __name__ == "__main__":  # a worker of `_render_in_processes`
+    _jobs_file, _results_file = sys.argv[-2:]
+    _results = [_render_job(job) for job in pickle.loads(Path(_jobs_file).read_bytes())]
+    Path(_results_file).write_bytes(pickle.dumps(_results))
