@@ -34,9 +34,22 @@ XLA_FLAGS = (
     "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
 )
 #: Cases of the script run by `test_one_step_matches_one_device` (about a
-#: minute on 2 CPU cores) and by the slow test (the other Rocket add-ons).
-CASES = ("clip", "siglip", "three_towers", "protoclip", "rocket_barlip")
-SLOW_CASES = ("rocket_siamlip", "rocket_byolip", "rocket_swalip")
+#: minute on 2 CPU cores). Of the improved recipe's add-ons, the two whose
+#: loss takes statistics across the batch beyond the heads' BatchNorm
+#: (BarLIP's cross-correlation, SwALIP's Sinkhorn): with the BN-MLP heads
+#: they share, they are what a per-device batch would change. SiamLIP and
+#: BYOLIP add nothing across the batch (their steps are checked on every
+#: backend by `test_rocket_parity.py`); the script runs them by hand
+#: (`python tests/distributed_jax_script.py rocket_siamlip rocket_byolip`;
+#: 2026-12-01: both within tolerance, 62 s with SwALIP in a separate test).
+CASES = (
+    "clip",
+    "siglip",
+    "three_towers",
+    "protoclip",
+    "rocket_barlip",
+    "rocket_swalip",
+)
 
 ZERO_GRADIENT = r".*(attention/key/bias|(_dense_\d+|_hidden)/bias|_bn_\d+/beta)"
 
@@ -113,14 +126,6 @@ def test_one_step_matches_one_device():
     ):
         assert any(p.endswith(suffix) for p in sharded), (suffix, sorted(sharded))
     assert all("'model'" in spec for spec in sharded.values()), sharded
-
-
-@jax_only
-@pytest.mark.slow
-def test_other_rocket_addons_match_one_device():
-    result = run_script(SLOW_CASES)
-    for name, case in result["cases"].items():
-        check_case(name, case)
 
 
 def fake_mesh(shape):
