@@ -119,8 +119,8 @@ def render_svg(svg_data: bytes, size: int = RENDER_SIZE) -> Image.Image:
 
 
 def _cached(data: bytes, cache_dir: Path, size: int):
-    """`(png, png_path, fail_path, answer)`: the answer when already cached,
-    else None."""
+    """`(png_path, fail_path, answer)` of an SVG's bytes in `cache_dir`:
+    `answer` is `render_to_cache`'s when already cached, else None."""
     stem = cache_name(data, size)
     png, fail = cache_dir / f"{stem}.png", cache_dir / f"{stem}.fail"
     if png.is_file() and png.stat().st_size > 0:
@@ -250,8 +250,6 @@ def render_many(
             f"`cache_dir` is a list of {len(dirs)} directories for {len(svgs)} SVGs; "
             "pass one directory, or one per SVG."
         )
-    for d in set(dirs):
-        d.mkdir(parents=True, exist_ok=True)
     results: list = [None] * len(svgs)
     todo = []
     for i, (svg, d) in enumerate(zip(svgs, dirs, strict=True)):
