@@ -204,6 +204,7 @@ class Worker:
     blocks), `foreign` (other processes' CPU share per block),
     `waited_s` (time spent waiting for a quiet CPU), `discarded` (blocks
     re-timed) and `last_loss`; `variant` marks an experiment row.
+    `peak_rss_mib()` reads the live worker's peak resident memory.
     """
 
     def __init__(self, name, command, env, log_path):
@@ -240,6 +241,18 @@ class Worker:
             f"worker {self.name!r} exited with code {self.proc.returncode}; "
             f"log {self.log_path}:\n{tail}"
         )
+
+    def peak_rss_mib(self) -> float | None:
+        """The worker's peak resident memory so far (Linux `VmHWM`), in MiB;
+        None where /proc does not say (another OS, or the worker exited)."""
+        try:
+            with open(f"/proc/{self.proc.pid}/status") as f:
+                for line in f:
+                    if line.startswith("VmHWM:"):
+                        return int(line.split()[1]) / 1024
+        except OSError:
+            return None
+        return None
 
     def send(self, text: str) -> None:
         """Send one command line (`run N`, `quit`)."""

@@ -90,6 +90,8 @@ TARGET_EVERY = 1.0
 # (`--fit-steps`, 10 by default) costs less than this multiple of its steps.
 TARGET_FIT_RETURN_S = 0.5
 TARGET_SHORT_FIT = 1.5
+#: a training process's peak resident memory <= this x transformers'.
+TARGET_PEAK_RSS = 1.5
 # Named model configs (`--config`); explicit flags override them.
 CONFIGS = {
     # 1.78M parameters: the benchmark's historical config.
@@ -113,17 +115,81 @@ JIT_MODES = {"auto": "auto", "xla": True, "compile": True, "nojit": False}
 # === Arguments ===
 
 
-def parse_args(argv=None):
-    p = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
+def add_config_argument(p) -> None:
+    """`--config` (see `CONFIGS`); `parse_with_config` applies it."""
     p.add_argument(
         "--config",
         choices=sorted(CONFIGS),
         default="small",
         help="model config; explicit model flags override it",
     )
+
+
+def add_model_arguments(p) -> None:
+    """The architecture flags (`ARCHITECTURE_FLAGS`)."""
+    p.add_argument("--image-size", type=int, default=64)
+    p.add_argument("--patch-size", type=int, default=8)
+    p.add_argument("--vision-width", type=int, default=128)
+    p.add_argument("--vision-layers", type=int, default=4)
+    p.add_argument("--vision-heads", type=int, default=4)
+    p.add_argument("--vision-mlp", type=int, default=None, help="4 x width")
+    p.add_argument("--text-width", type=int, default=128)
+    p.add_argument("--text-layers", type=int, default=4)
+    p.add_argument("--text-heads", type=int, default=4)
+    p.add_argument("--text-mlp", type=int, default=None, help="4 x width")
+    p.add_argument("--context-length", type=int, default=32)
+    p.add_argument("--vocab-size", type=int, default=1000)
+    p.add_argument("--embed-dim", type=int, default=128)
+    p.add_argument("--layer-norm-eps", type=float, default=1e-5)
+
+
+def add_run_arguments(p) -> None:
+    """Threads, quiet-CPU waiting and re-timing, seed, outputs."""
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="CPU threads per worker (default: all cores)",
+    )
+    p.add_argument(
+        "--quiet-wait",
+        type=float,
+        default=20.0,
+        help="before each block, wait up to this many seconds for other "
+        "processes to leave the CPUs idle (0: don't wait)",
+    )
+    p.add_argument(
+        "--max-other-load",
+        type=float,
+        default=0.1,
+        help="re-time a block when other processes used more than this "
+        "share of the machine's CPU time while it ran",
+    )
+    p.add_argument("--retries", type=int, default=3, help="re-timings per loaded block")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", default=None, help="write the results here")
+    p.add_argument("--log-dir", default=None, help="worker stderr logs")
+
+
+def parse_with_config(p, argv=None):
+    """Parse `argv` with `--config`'s values as defaults (explicit flags
+    win); fill in the MLP widths (4 x width) and threads (all cores)."""
+    known, _ = p.parse_known_args(argv)
+    if known.config is not None:
+        p.set_defaults(**CONFIGS[known.config])
+    args = p.parse_args(argv)
+    args.vision_mlp = args.vision_mlp or 4 * args.vision_width
+    args.text_mlp = args.text_mlp or 4 * args.text_width
+    args.threads = args.threads or len(os.sched_getaffinity(0))
+    return args
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    add_config_argument(p)
     p.add_argument("--rounds", type=int, default=10, help="interleaved rounds")
     p.add_argument("--steps", type=int, default=4, help="timed steps per block")
     p.add_argument("--warmup", type=int, default=5, help="untimed warm-up steps")
@@ -158,63 +224,21 @@ def parse_args(argv=None):
         help="skip the transformers baseline (no ratios then)",
     )
     p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--image-size", type=int, default=64)
-    p.add_argument("--patch-size", type=int, default=8)
-    p.add_argument("--vision-width", type=int, default=128)
-    p.add_argument("--vision-layers", type=int, default=4)
-    p.add_argument("--vision-heads", type=int, default=4)
-    p.add_argument("--vision-mlp", type=int, default=None, help="4 x width")
-    p.add_argument("--text-width", type=int, default=128)
-    p.add_argument("--text-layers", type=int, default=4)
-    p.add_argument("--text-heads", type=int, default=4)
-    p.add_argument("--text-mlp", type=int, default=None, help="4 x width")
-    p.add_argument("--context-length", type=int, default=32)
-    p.add_argument("--vocab-size", type=int, default=1000)
-    p.add_argument("--embed-dim", type=int, default=128)
-    p.add_argument("--layer-norm-eps", type=float, default=1e-5)
-    p.add_argument(
-        "--threads",
-        type=int,
-        default=None,
-        help="CPU threads per worker (default: all cores)",
-    )
-    p.add_argument(
-        "--quiet-wait",
-        type=float,
-        default=20.0,
-        help="before each block, wait up to this many seconds for other "
-        "processes to leave the CPUs idle (0: don't wait)",
-    )
-    p.add_argument(
-        "--max-other-load",
-        type=float,
-        default=0.1,
-        help="re-time a block when other processes used more than this "
-        "share of the machine's CPU time while it ran",
-    )
-    p.add_argument("--retries", type=int, default=3, help="re-timings per loaded block")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--json", default=None, help="write the results here")
-    p.add_argument("--log-dir", default=None, help="worker stderr logs")
+    add_model_arguments(p)
+    add_run_arguments(p)
     # Internal: run as a worker.
     p.add_argument("--worker", choices=("keras", "transformers", "peak"))
     p.add_argument("--backend", default=None, help=argparse.SUPPRESS)
     p.add_argument("--jit", default="auto", help=argparse.SUPPRESS)
     p.add_argument("--setup", default=None, help=argparse.SUPPRESS)
-    known, _ = p.parse_known_args(argv)
-    if known.config is not None:
-        p.set_defaults(**CONFIGS[known.config])
-    args = p.parse_args(argv)
+    args = parse_with_config(p, argv)
     if args.fit_rounds is None:
         args.fit_rounds = args.rounds
-    args.vision_mlp = args.vision_mlp or 4 * args.vision_width
-    args.text_mlp = args.text_mlp or 4 * args.text_width
-    args.threads = args.threads or len(os.sched_getaffinity(0))
     return args
 
 
-MODEL_FLAGS = (
-    "batch_size",
+#: The architecture (`add_model_arguments`), as `args` attributes.
+ARCHITECTURE_FLAGS = (
     "image_size",
     "patch_size",
     "vision_width",
@@ -229,6 +253,11 @@ MODEL_FLAGS = (
     "vocab_size",
     "embed_dim",
     "layer_norm_eps",
+)
+#: What a worker is started with (`worker_command`) and the report's config.
+MODEL_FLAGS = (
+    "batch_size",
+    *ARCHITECTURE_FLAGS,
     "threads",
     "seed",
     "warmup",
@@ -300,27 +329,18 @@ def forward_flops(args) -> dict:
 # === Workers ===
 
 
-def keras_worker(args) -> None:
-    channel = harness._protocol_channel()
-    harness.restrict_threads(args.threads)
-    os.environ["KERAS_BACKEND"] = args.backend
-    jit_compile = JIT_MODES[args.jit]
-    if args.backend == "torch":
-        import torch
+def build_keras_clip(args):
+    """The benchmarks' `keras_towers.CLIP` (seeded, not compiled): a ViT image
+    tower pooled at its class token and a causal text transformer pooled at
+    the end token, linear heads, and the default preprocessor (byte
+    tokenizer, CLIP's mean/std) at the model's image size and context.
 
-        torch.set_num_threads(args.threads)
-    if args.backend == "tensorflow":
-        import tensorflow as tf
-
-        tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+    Imports Keras: call it in a worker, after `KERAS_BACKEND` is set.
+    """
     import keras
-    import numpy as np
 
     import keras_towers
 
-    if args.setup:
-        # Experiments: e.g. monkeypatch keras_towers before the model is built.
-        runpy.run_path(args.setup, run_name="__clip_bench_setup__")
     keras.utils.set_random_seed(args.seed)
     image_tower = keras_towers.ImageTower(
         keras_towers.backbones.VisionTransformer(
@@ -355,7 +375,34 @@ def keras_worker(args) -> None:
         head="linear",
         name="text_tower",
     )
-    model = keras_towers.CLIP(image_tower, text_tower)
+    preprocessor = keras_towers.ContrastivePreprocessor.default(
+        image_size=args.image_size, sequence_length=args.context_length
+    )
+    return keras_towers.CLIP(image_tower, text_tower, preprocessor=preprocessor)
+
+
+def keras_worker(args) -> None:
+    channel = harness._protocol_channel()
+    harness.restrict_threads(args.threads)
+    os.environ["KERAS_BACKEND"] = args.backend
+    jit_compile = JIT_MODES[args.jit]
+    if args.backend == "torch":
+        import torch
+
+        torch.set_num_threads(args.threads)
+    if args.backend == "tensorflow":
+        import tensorflow as tf
+
+        tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+    import keras
+    import numpy as np
+
+    import keras_towers  # noqa: F401 (a setup file patches it, imported)
+
+    if args.setup:
+        # Experiments: e.g. monkeypatch keras_towers before the model is built.
+        runpy.run_path(args.setup, run_name="__clip_bench_setup__")
+    model = build_keras_clip(args)
     model.compile(
         learning_rate=LEARNING_RATE,
         weight_decay=WEIGHT_DECAY,
@@ -721,6 +768,10 @@ def run_driver(args) -> dict:
                 retries=args.retries,
                 call="fit",
             )
+        # Peak resident memory of each training process over its whole life
+        # (import, build, warm-up, the timed steps and fits), read before
+        # the workers quit.
+        peak_rss = {w.name: w.peak_rss_mib() for w in workers}
     peaks.append(measure_peak(args, log_dir, "after"))
     peak = max(v for p in peaks for v in p.values())
 
@@ -745,6 +796,7 @@ def run_driver(args) -> dict:
                 "variant": worker.variant,
                 "last_loss": worker.last_loss,
                 "times_ms": [1e3 * t for t in worker.times],
+                "peak_rss_mib": peak_rss[worker.name],
                 **worker.info,
             }
         )
@@ -756,6 +808,8 @@ def run_driver(args) -> dict:
         r["vs_transformers"] = (
             r["pairs_per_s"] / baseline["pairs_per_s"] if baseline else None
         )
+        rss, base_rss = r["peak_rss_mib"], baseline and baseline["peak_rss_mib"]
+        r["rss_vs_transformers"] = rss / base_rss if rss and base_rss else None
         if "fit" in r:
             r["fit"]["vs_transformers"] = (
                 r["fit"]["pairs_per_s"] / baseline["pairs_per_s"] if baseline else None
@@ -845,6 +899,17 @@ def evaluate_targets(results, baseline) -> list:
                 "pass": r["vs_transformers"] >= TARGET_EVERY,
             }
         )
+    for r in keras_results:
+        if r["rss_vs_transformers"] is not None:
+            targets.append(
+                {
+                    "target": f"{r['name']} peak memory <= {TARGET_PEAK_RSS}x "
+                    "transformers'",
+                    "value": f"{r['peak_rss_mib']:.0f} MiB, "
+                    f"{r['rss_vs_transformers']:.2f}x",
+                    "pass": r["rss_vs_transformers"] <= TARGET_PEAK_RSS,
+                }
+            )
     fitted = [r for r in keras_results if "fit" in r]
     if not fitted:
         return targets
@@ -917,17 +982,23 @@ def print_report(report, args) -> None:
     print()
     header = (
         f"{'contender':<28} {'ms/step':>8} {'IQR ms':>15} {'pairs/s':>8} "
-        f"{'vs HF':>6} {'GFLOP/s':>8} {'% peak':>7} {'other load':>10}"
+        f"{'vs HF':>6} {'GFLOP/s':>8} {'% peak':>7} {'other load':>10} "
+        f"{'peak RSS':>9} {'vs HF':>6}"
     )
     print(header)
     print("-" * len(header))
     for r in report["results"]:
         ratio = "" if r["vs_transformers"] is None else f"{r['vs_transformers']:.2f}x"
         iqr = f"{r['q1_ms']:.1f}-{r['q3_ms']:.1f}"
+        rss = r["peak_rss_mib"]
+        rss = "" if rss is None else f"{rss:.0f} MiB"
+        rss_ratio = r["rss_vs_transformers"]
+        rss_ratio = "" if rss_ratio is None else f"{rss_ratio:.2f}x"
         print(
             f"{r['name']:<28} {r['median_ms']:>8.1f} {iqr:>15} "
             f"{r['pairs_per_s']:>8.1f} {ratio:>6} {r['gflops']:>8.1f} "
-            f"{100 * r['peak_fraction']:>6.1f}% {100 * r['foreign_load']:>9.0f}%"
+            f"{100 * r['peak_fraction']:>6.1f}% {100 * r['foreign_load']:>9.0f}% "
+            f"{rss:>9} {rss_ratio:>6}"
         )
     fitted = [r for r in report["results"] if "fit" in r]
     if fitted:
@@ -981,6 +1052,10 @@ def print_report(report, args) -> None:
     print(
         "  other load: share of the machine's CPU time that other processes "
         "used while the contender's timed blocks ran"
+    )
+    print(
+        "  peak RSS: the worker process's peak resident memory (VmHWM) over "
+        "its life: imports, build, warm-up, timed steps and fits"
     )
     variants = [r["name"] for r in report["results"] if r["variant"]]
     if variants:
