@@ -41,7 +41,7 @@ def _images(n=3, size=48):
 def test_shipped_presets_are_listed_by_class():
     assert LIT in keras_towers.LiT.presets
     assert THREE_TOWERS in keras_towers.ThreeTowers.presets
-    assert presets.all_presets()[LIT]["image_tower_preset"] == (
+    assert presets.all_presets()[LIT]["image_tower_source"] == (
         "efficientnet_lite0_imagenet"
     )
     assert presets.all_presets()[THREE_TOWERS]["third_tower_preset"] == (
