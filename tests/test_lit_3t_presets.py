@@ -44,7 +44,7 @@ def test_shipped_presets_are_listed_by_class():
     assert presets.all_presets()[LIT]["image_tower_source"] == (
         "efficientnet_lite0_imagenet"
     )
-    assert presets.all_presets()[THREE_TOWERS]["third_tower_preset"] == (
+    assert presets.all_presets()[THREE_TOWERS]["third_tower_source"] == (
         "efficientnet_lite0_imagenet"
     )
 
