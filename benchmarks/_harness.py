@@ -472,6 +472,34 @@ def wait_for_quiet(max_wait: float, threshold: float = 0.15) -> float:
     return time.perf_counter() - start
 
 
+def print_footer(report: dict) -> None:
+    """The end of a benchmark's report: what "other load" means, the
+    variant rows, a warning when other processes loaded the CPU, the
+    PASS/FAIL lines of `report["targets"]` and the wall time.
+
+    `report` holds `results` (dicts with `name`, `variant`, `foreign_load`),
+    `targets` (dicts with `target`, `value`, `pass`) and `wall_s`.
+    """
+    print(
+        "  other load: share of the machine's CPU time that other processes "
+        "used while the contender's timed blocks ran"
+    )
+    variants = [r["name"] for r in report["results"] if r["variant"]]
+    if variants:
+        print(f"  variants (not in the targets): {', '.join(variants)}")
+    if any(r["foreign_load"] > 0.1 for r in report["results"]):
+        print(
+            "  WARNING: other processes loaded the machine during timing; "
+            "the numbers are noisy"
+        )
+    if report["targets"]:
+        print()
+        for t in report["targets"]:
+            verdict = "PASS" if t["pass"] else "FAIL"
+            print(f"  [{verdict}] {t['target']}: {t['value']}")
+    print(f"\ntotal wall time {report['wall_s']:.0f}s")
+
+
 def quantiles(values):
     """(first quartile, median, third quartile) of `values`."""
     q = statistics.quantiles(values, n=4, method="inclusive")

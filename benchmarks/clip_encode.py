@@ -371,20 +371,12 @@ def worker_command(args, kind, backend=None, mode="auto"):
 
 def parse_contenders(spec: str):
     """`BACKEND[:MODE]` items -> (name, backend, mode)."""
-    contenders = []
-    for item in spec.split(","):
-        item = item.strip()
-        if not item:
-            continue
-        backend, _, mode = item.partition(":")
-        mode = mode or "auto"
-        if backend not in KERAS_BACKENDS:
-            raise SystemExit(f"unknown backend {backend!r} in --backends")
-        if mode not in MODES:
-            raise SystemExit(f"unknown mode {mode!r}; one of {sorted(MODES)}")
-        name = backend if mode == "auto" else f"{backend}:{mode}"
-        contenders.append((f"keras_towers[{name}]", backend, mode))
-    return contenders
+    return [
+        (name, backend, mode)
+        for name, backend, mode, _ in train_bench.parse_contenders(
+            spec, modes=MODES, setups=False
+        )
+    ]
 
 
 def spread(values):
@@ -623,24 +615,7 @@ def print_report(report, args) -> None:
         f"in order {', '.join(call_name(m, b) for m in MODALITIES for b in args.batch_sizes)}"
         " (the first one pays tracing / compilation of the whole path)"
     )
-    print(
-        "  other load: share of the machine's CPU time that other processes "
-        "used while the contender's timed blocks ran"
-    )
-    variants = [r["name"] for r in report["results"] if r["variant"]]
-    if variants:
-        print(f"  variants (not in the targets): {', '.join(variants)}")
-    if any(r["foreign_load"] > 0.1 for r in report["results"]):
-        print(
-            "  WARNING: other processes loaded the machine during timing; "
-            "the numbers are noisy"
-        )
-    if report["targets"]:
-        print()
-        for t in report["targets"]:
-            verdict = "PASS" if t["pass"] else "FAIL"
-            print(f"  [{verdict}] {t['target']}: {t['value']}")
-    print(f"\ntotal wall time {report['wall_s']:.0f}s")
+    harness.print_footer(report)
 
 
 def main(argv=None):

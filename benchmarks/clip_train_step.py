@@ -683,8 +683,11 @@ def measure_peak(args, log_dir, tag) -> dict:
     return harness.measure_peak(command, log_dir, tag, args.quiet_wait)
 
 
-def parse_contenders(spec: str):
-    """`BACKEND[:MODE][@SETUP.py]` items -> (name, backend, mode, setup)."""
+def parse_contenders(spec: str, modes=JIT_MODES, setups: bool = True):
+    """`BACKEND[:MODE][@SETUP.py]` items -> (name, backend, mode, setup).
+
+    `modes`: the MODE names allowed; `setups=False` refuses `@SETUP.py`.
+    """
     contenders = []
     for item in spec.split(","):
         item = item.strip()
@@ -695,8 +698,10 @@ def parse_contenders(spec: str):
         mode = mode or "auto"
         if backend not in KERAS_BACKENDS:
             raise SystemExit(f"unknown backend {backend!r} in --backends")
-        if mode not in JIT_MODES:
-            raise SystemExit(f"unknown mode {mode!r}; one of {sorted(JIT_MODES)}")
+        if mode not in modes:
+            raise SystemExit(f"unknown mode {mode!r}; one of {sorted(modes)}")
+        if setup and not setups:
+            raise SystemExit(f"no @SETUP files here: {item}@{setup}")
         if setup and not os.path.isfile(setup):
             raise SystemExit(f"setup file {setup!r} not found")
         name = backend if mode == "auto" else f"{backend}:{mode}"
@@ -1050,27 +1055,10 @@ def print_report(report, args) -> None:
             f"{r['last_loss']:.3f}; {r['blocks_discarded']} loaded blocks re-timed"
         )
     print(
-        "  other load: share of the machine's CPU time that other processes "
-        "used while the contender's timed blocks ran"
-    )
-    print(
         "  peak RSS: the worker process's peak resident memory (VmHWM) over "
         "its life: imports, build, warm-up, timed steps and fits"
     )
-    variants = [r["name"] for r in report["results"] if r["variant"]]
-    if variants:
-        print(f"  variants (not in the targets): {', '.join(variants)}")
-    if any(r["foreign_load"] > 0.1 for r in report["results"]):
-        print(
-            "  WARNING: other processes loaded the machine during timing; "
-            "the numbers are noisy"
-        )
-    if report["targets"]:
-        print()
-        for t in report["targets"]:
-            verdict = "PASS" if t["pass"] else "FAIL"
-            print(f"  [{verdict}] {t['target']}: {t['value']}")
-    print(f"\ntotal wall time {report['wall_s']:.0f}s")
+    harness.print_footer(report)
 
 
 def main(argv=None):
