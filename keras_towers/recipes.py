@@ -323,10 +323,16 @@ def locked_feature_arrays(
             "`frozen_pairs` must hold the same pairs as `pairs`, in the same order."
         )
     # Streamed: the frozen tower's images are decoded and framed as they are
-    # encoded, never held all at once (26,799 corpus images at 224 px would
-    # be 4 GB); only the features are kept.
+    # encoded, never held all at once (26,799 corpus images at 224 px are
+    # 4 GB as uint8, and keeping them cost 3T a 16.8 GiB peak in copies);
+    # only the features are kept, also where a trained tower reads images
+    # too (Three Towers' `f` gets `pairs`' own, at its size).
     cached = cache_locked_features(
-        model, frozen_pairs.dataset(), batch_size=64, cache_dir=_feature_cache_dir()
+        model,
+        frozen_pairs.dataset(),
+        batch_size=64,
+        cache_dir=_feature_cache_dir(),
+        keep_inputs=False,
     )
     feature_keys = [k for k in cached.element_spec if k.endswith("_features")]
     columns = {k: [] for k in feature_keys}

@@ -356,3 +356,23 @@ def test_a_full_disk_keeps_the_stored_array(tmp_path, monkeypatch):
     loaded = feature_cache.load_keyed_array(cache_dir, "f", "k", lambda a: True)
     np.testing.assert_array_equal(loaded, old)
     assert sorted(os.listdir(cache_dir)) == ["f-k.json", "f-k.npy"]
+
+
+def test_keep_inputs_false_returns_the_features_alone(monkeypatch):
+    # A caller with the trained towers' inputs elsewhere (Three Towers' `f`
+    # at its own image size) keeps none of the raw values: the same
+    # features, in the same order, and nothing passed through.
+    images, texts = raw_pairs(6)
+    model = resnet_lit()
+    full = cache_locked_features(model, pairs_dataset(images, texts), batch_size=4)
+    counter = LockedRuns(monkeypatch)
+    alone = cache_locked_features(
+        model, pairs_dataset(images, texts), batch_size=4, keep_inputs=False
+    )
+    assert counter.rows == 0  # the features come from the memory cache
+    assert set(full.element_spec) == {"image_features", "texts"}
+    assert set(alone.element_spec) == {"image_features"}
+    np.testing.assert_array_equal(
+        np.stack(as_arrays(alone)["image_features"]),
+        np.stack(as_arrays(full)["image_features"]),
+    )
