@@ -111,13 +111,17 @@ def _small_clip(cls, image_size: int, **kwargs):
     image_size=64,
     description="CLIP from scratch: ViT (64 px, patch 8, width 128, 4 layers) + "
     "byte-level text transformer (width 128, 4 layers, 64 tokens), 128-d",
+    options=recipes_rocket.ROCKET_TRAINER_OPTIONS,
 )
 def build_clip(image_size: int = 64):
     return _small_clip(CLIP, image_size)
 
 
 @register_recipe(
-    "siglip", image_size=64, description="the `clip` architecture with SigLIP's loss"
+    "siglip",
+    image_size=64,
+    description="the `clip` architecture with SigLIP's loss",
+    options=recipes_rocket.ROCKET_TRAINER_OPTIONS,
 )
 def build_siglip(image_size: int = 64):
     return _small_clip(SigLIP, image_size)
@@ -242,6 +246,7 @@ def _byte_text_tower(preprocessor, projection_dim: int):
     description="LiT 'Lu': locked ImageNet EfficientNet-Lite0 (224 px, mean-pooled "
     "1280-d, no head; referenced, not stored) + the `clip` recipe's byte-level text "
     "transformer from scratch projecting to 1280",
+    options=recipes_rocket.ROCKET_TRAINER_OPTIONS,
 )
 def build_lit(image_size: int = FROZEN_IMAGE_SIZE):
     _check_frozen_size("lit", image_size)
@@ -287,6 +292,7 @@ def build_lit_minilm(image_size: int = FROZEN_IMAGE_SIZE):
     description="Three Towers: the `clip` recipe's ViT f and text g from scratch, "
     "aligned to a frozen ImageNet EfficientNet-Lite0 h (224 px, referenced, not "
     "stored); ThreeTowers defaults (w = 1/3 each, linear heads)",
+    options=recipes_rocket.ROCKET_TRAINER_OPTIONS,
 )
 def build_three_towers(image_size: int = 64):
     model = _small_clip(ThreeTowers, image_size, third_tower_source=FROZEN_BACKBONE)
@@ -416,9 +422,38 @@ def _cached_feature_trainer(data: str) -> Callable:
     return train
 
 
-register_trainer("lit")(_cached_feature_trainer)
+def _single_view_trainer(
+    method: str, make_train: Callable, locked_images: bool = False
+) -> Callable:
+    """`make_train(data)`'s trainer, taking `augment` (`--augment`): `None`
+    trains on the plain pairs, a single-view `recipes_rocket.AUGMENTATIONS`
+    choice on one augmented view of each pair, drawn per `(seed, epoch,
+    index)` at the trained image tower's size (`locked_images`: the captions
+    alone, the images' features being cached)."""
+
+    def trainer(data: str) -> Callable:
+        train = make_train(data)
+
+        def train_augmented(model, train_pairs, epochs: int, augment=None, **kwargs):
+            image_views, text_views = recipes_rocket.single_views(
+                augment, train_pairs.image_size, method, locked_images
+            )
+            if text_views is not None:
+                kwargs.update(image_views=image_views, text_views=text_views)
+            return train(model, train_pairs, epochs, **kwargs)
+
+        return train_augmented
+
+    return trainer
+
+
+register_trainer("clip")(_single_view_trainer("clip", lambda data: training.train))
+register_trainer("siglip")(_single_view_trainer("siglip", lambda data: training.train))
+register_trainer("lit")(_single_view_trainer("lit", _cached_feature_trainer, True))
 register_trainer("lit-minilm")(_cached_feature_trainer)
-register_trainer("three-towers")(_cached_feature_trainer)
+register_trainer("three-towers")(
+    _single_view_trainer("three-towers", _cached_feature_trainer)
+)
 
 
 # === ProtoCLIP, in the two regimes of the comparison ===

@@ -72,6 +72,13 @@ AUGMENTATIONS = {
     ),
     # The global pair alone: CL2L reduces to CLIP's InfoNCE (+ the add-on on it).
     "none": (["none"], ["none"]),
+    # One view, augmented for icon-like data: mild crop, grayscale, inversion;
+    # the caption in one of `augment.text.CAPTION_TEMPLATES` half the time.
+    # Also a choice of `clip`, `siglip` and `three-towers`, which read one view.
+    "icons": (["icons"], ["templated"]),
+    # The same captions, images as they are: for a locked image tower whose
+    # features are cached (`lit`, `lit-minilm`).
+    "captions": (["none"], ["templated"]),
 }
 DEFAULT_AUGMENT = "rocket"
 #: CLI options `build` takes (stored in the model's config).
@@ -131,6 +138,39 @@ def build(
         zero_shot_head=zero_shot_head or "global",
         ensemble_weight=0.5 if ensemble_weight is None else float(ensemble_weight),
     )
+
+
+def single_views(
+    augment_name: str | None,
+    image_size: int,
+    method: str,
+    locked_images: bool = False,
+):
+    """`views(augment_name)` for a model that reads one view: `(None, None)`
+    for `None` (no augmentation), an error for a multi-view choice.
+
+    With `locked_images` (a locked image tower's features are cached, so
+    images cannot be augmented) the image view must be the identity and
+    `None` is returned in its place: the captions alone are augmented."""
+    if augment_name is None:
+        return None, None
+    image_views, text_views = views(augment_name, image_size)
+    single = [n for n, (i, t) in sorted(AUGMENTATIONS.items()) if len(i) == len(t) == 1]
+    identity = augment.ImageAugment.from_preset("none", size=image_size)
+    if locked_images:
+        single = [n for n in single if views(n, image_size)[0] == [identity]]
+    if augment_name not in single:
+        why = (
+            "augments images, but its locked image tower's features are cached"
+            if locked_images and len(image_views) == 1
+            else "gives augmented views it does not read (it trains on one "
+            "view of each pair)"
+        )
+        raise ValueError(
+            f"--augment {augment_name} does not apply to --method {method}: it "
+            f"{why}; choose one of {single}."
+        )
+    return (None if locked_images else image_views), text_views
 
 
 def check_views_for(model, augment_name: str | None) -> None:

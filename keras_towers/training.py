@@ -341,7 +341,8 @@ def epoch_shuffled_view_dataset(
         batch_size: int.
         seed: int. Seeds the order and the augmentation.
         image_views: `keras_towers.augment.ImageAugment`s, the first the
-            global view.
+            global view, or `None` to augment the captions alone (`pairs`
+            then needs no `"images"`: e.g. cached image features).
         text_views: `keras_towers.augment.TextAugment`s, the first the
             global view.
 
@@ -362,7 +363,7 @@ def epoch_shuffled_view_dataset(
     ```
     """
     arrays = _as_arrays(pairs)
-    for key in (IMAGE_KEY, TEXT_KEY):
+    for key in (IMAGE_KEY, TEXT_KEY) if image_views is not None else (TEXT_KEY,):
         if key not in arrays:
             raise ValueError(
                 f"`pairs` needs the key {key!r} for augmented views. Received "
@@ -371,7 +372,7 @@ def epoch_shuffled_view_dataset(
     if INDEX_KEY in arrays:
         raise ValueError(f"`pairs` must not hold the key {INDEX_KEY!r}.")
     index_batches, callback = epoch_shuffled_dataset(
-        {INDEX_KEY: np.arange(len(arrays[IMAGE_KEY]), dtype="int64")},
+        {INDEX_KEY: np.arange(len(arrays[TEXT_KEY]), dtype="int64")},
         batch_size,
         seed=seed,
     )
@@ -521,7 +522,8 @@ def train(
     frozen-tower features with their captions): the batch order is the same.
 
     With `image_views` and `text_views` (`keras_towers.augment` views, the
-    first of each the global one) the training batches are
+    first of each the global one; `text_views` alone augments the captions
+    only) the training batches are
     `epoch_shuffled_view_dataset`'s, augmented per `(seed, epoch, index)`,
     so a resume is still exact; validation stays on the plain pairs.
     `train_pairs` may also be `EpochArrays` (data precomputed per epoch, e.g.
@@ -538,13 +540,13 @@ def train(
     _warn_if_truncated(model, train_pairs, "training pairs")
     if validation_pairs is not None:
         _warn_if_truncated(model, validation_pairs, "validation pairs")
-    if (image_views is None) != (text_views is None):
+    if image_views is not None and text_views is None:
         raise ValueError(
-            "Pass both `image_views` and `text_views`, or neither. Received "
-            f"image_views={image_views!r}, text_views={text_views!r}."
+            "`image_views` need `text_views` (the first of each is the global "
+            f"view). Received image_views={image_views!r}, text_views=None."
         )
     if isinstance(train_pairs, EpochArrays):
-        if image_views is not None:
+        if text_views is not None:
             raise ValueError(
                 "`EpochArrays` are precomputed per epoch: pass no `image_views` "
                 "/ `text_views` with them."
@@ -555,7 +557,7 @@ def train(
                 f"{train_pairs.epochs} epochs of training data."
             )
         ds, epoch_callback = epoch_arrays_dataset(train_pairs, batch_size, seed=seed)
-    elif image_views is None:
+    elif text_views is None:
         ds, epoch_callback = epoch_shuffled_dataset(train_pairs, batch_size, seed=seed)
     else:
         ds, epoch_callback = epoch_shuffled_view_dataset(

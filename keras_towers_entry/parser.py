@@ -61,7 +61,7 @@ METHODS = (
     "three-towers-heads",
 )
 #: `sorted(keras_towers.recipes_rocket.AUGMENTATIONS)`: `train --augment`.
-AUGMENTATIONS = ("image", "light", "none", "rocket")
+AUGMENTATIONS = ("captions", "icons", "image", "light", "none", "rocket")
 #: `keras_towers.recipes_rocket.DEFAULT_AUGMENT`.
 DEFAULT_AUGMENT = "rocket"
 #: The zero-shot heads of a CLIPRocket model.
@@ -520,7 +520,7 @@ def add_train_parser(commands) -> None:
     )
     rocket = train.add_argument_group(
         "Improved CLIP options (--method clip-improved / siamlip / byolip / "
-        "barlip / swalip)"
+        "barlip / swalip; --augment also clip / siglip / three-towers / lit)"
     )
     rocket.add_argument(
         "--augment",
@@ -528,8 +528,12 @@ def add_train_parser(commands) -> None:
         help="training views: 'rocket' (clip-rocket's global view + 2 strongly "
         "augmented image and caption views), 'image' (the same image views, "
         "captions unaugmented), 'light' (plain global view + 2 "
-        "mildly cropped/flipped views, stopword-removed captions) or 'none' "
-        f"(global pair only); default: {DEFAULT_AUGMENT}",
+        "mildly cropped/flipped views, stopword-removed captions), 'none' "
+        "(global pair only), 'icons' (one view: mild crop, grayscale, "
+        "inversion; captions in varied phrasings) or 'captions' (the same "
+        f"captions, images as they are); default: {DEFAULT_AUGMENT}. For "
+        "clip / siglip / three-towers (one view): no augmentation, or 'icons' "
+        "/ 'captions' / 'none'; for lit (cached image features): 'captions'",
     )
     rocket.add_argument(
         "--zero-shot-head",

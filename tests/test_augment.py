@@ -192,6 +192,20 @@ def test_solarize_p1_inverts_bright_pixels():
     np.testing.assert_array_equal(out, expected)
 
 
+def test_invert_p1_gives_the_negative_and_leaves_other_draws_alone():
+    image = random_image().numpy()
+    out = identity_geometry(invert_p=1.0)(image, seed_of()).numpy()
+    np.testing.assert_array_equal(out, 255 - image)
+    # Its own seed slot: adding inversion keeps the crop of every example.
+    crop = ImageAugment(size=16, crop_scale=(0.3, 0.6))
+    both = ImageAugment(size=16, crop_scale=(0.3, 0.6), invert_p=1.0)
+    for index in range(3):
+        np.testing.assert_array_equal(
+            both(image, seed_of(index)).numpy(),
+            255 - crop(image, seed_of(index)).numpy(),
+        )
+
+
 def test_blur_keeps_flat_images_and_smooths_noise():
     flat = tf.fill([32, 32, 3], tf.constant(77, tf.uint8))
     aug = identity_geometry(blur_p=1.0, blur_sigma=(1.5, 2.0))

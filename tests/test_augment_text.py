@@ -177,6 +177,29 @@ def test_presets_round_trip_config(name):
     assert TextAugment.from_config(aug.get_config()) == aug
 
 
+def test_templates_wrap_the_augmented_caption_without_changing_earlier_draws():
+    templates = ["a drawing of {}.", "{}, drawn."]
+    base = TextAugment(stopword_p=0.5, stopword_unit="word")
+    always = TextAugment(
+        stopword_p=0.5, stopword_unit="word", templates=templates, template_p=1.0
+    )
+    never = TextAugment(templates=templates, template_p=0.0, stopword_p=0.0)
+    used = set()
+    for index in range(40):
+        seed = seed_of(index)
+        plain = base.augment(CAPTION, seed)
+        wrapped = always.augment(CAPTION, seed)
+        assert wrapped in {t.replace("{}", plain) for t in templates}
+        used.add(wrapped.replace(plain, "{}"))
+        assert never.augment(CAPTION, seed) == CAPTION
+    assert used == set(templates)
+    half = TextAugment.from_preset("templated")
+    assert half.templates == list(augment.CAPTION_TEMPLATES) and half.template_p == 0.5
+    outs = [half.augment("grinning face", seed_of(i)) for i in range(200)]
+    assert 60 < sum(o == "grinning face" for o in outs) < 140
+    assert all("grinning face" in o for o in outs)
+
+
 def test_presets_match_clip_rocket():
     assert TextAugment.from_preset("rocket-global").eda_weights is None
     aug = TextAugment.from_preset("rocket-augmented")
@@ -197,6 +220,11 @@ def test_presets_match_clip_rocket():
         ({"eda_weights": {"swap": 0.0}}, "eda_weights"),
         ({"synonym_n": 0}, "synonym_n"),
         ({"stopwords": "the"}, "stopwords"),
+        ({"templates": ["a {} of {}"]}, "templates"),
+        ({"templates": "a photo of {}"}, "templates"),
+        ({"templates": []}, "templates"),
+        ({"template_p": 0.5}, "template_p"),
+        ({"templates": ["{}"], "template_p": 2.0}, "template_p"),
     ],
 )
 def test_bad_arguments_name_the_argument(kwargs, name):

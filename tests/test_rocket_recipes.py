@@ -189,7 +189,7 @@ def test_resume_ends_with_the_same_weights(
 def test_view_options_are_refused_where_they_do_not_apply(capsys, small_csv, tmp_path):
     argv = ["train", "--data", str(small_csv), "--image-size", "32", "--output"]
     code = cli.main(
-        [*argv, str(tmp_path / "a"), "--method", "clip", "--augment", "none"]
+        [*argv, str(tmp_path / "a"), "--method", "protoclip", "--augment", "none"]
     )
     err = capsys.readouterr().err
     assert code == 2 and "--augment" in err and "clip-improved" in err
@@ -226,3 +226,50 @@ def test_eval_commands_select_the_zero_shot_head(capsys, uninterrupted, tmp_path
     argv = ["eval", "--preset", "shapes_clip_tiny", "--task", "retrieval:tuxpaint"]
     assert cli.main([*argv, "--zero-shot-head", "augmented"]) == 2
     assert "holds a CLIP" in capsys.readouterr().err
+
+
+def test_single_view_recipes_take_augment_icons_and_refuse_multi_view(pairs):
+    for method in ("clip", "siglip", "three-towers"):
+        assert "augment" in recipes.get(method).options
+    assert recipes_rocket.single_views(None, 32, "clip") == (None, None)
+    image_views, text_views = recipes_rocket.single_views("icons", 32, "clip")
+    assert [v.invert_p for v in image_views] == [0.3]
+    assert [v.template_p for v in text_views] == [0.5]
+    with pytest.raises(ValueError, match="--augment rocket.*choose one of"):
+        recipes_rocket.single_views("rocket", 32, "clip")
+    # One augmented view per pair reaches CLIP's fit.
+    model = recipes.build_clip(32)
+    model.compile(learning_rate=1e-3)
+    train = recipes.trainer("clip")
+    history = train(model, pairs, 1, batch_size=8, augment="icons", verbose=0)
+    assert np.isfinite(history["loss"]).all()
+
+
+def test_captions_alone_are_augmented_over_cached_image_features():
+    assert "augment" in recipes.get("lit").options
+    image_views, text_views = recipes_rocket.single_views(
+        "captions", 224, "lit", locked_images=True
+    )
+    assert image_views is None and [v.template_p for v in text_views] == [0.5]
+    with pytest.raises(
+        ValueError, match="locked image tower.*\\['captions', 'none'\\]"
+    ):
+        recipes_rocket.single_views("icons", 224, "lit", locked_images=True)
+    texts = np.array([f"shape {i}" for i in range(16)])
+    features = np.arange(16 * 4, dtype="float32").reshape(16, 4)
+    arrays = {"image_features": features, "texts": texts}
+    ds, counter = training.epoch_shuffled_view_dataset(
+        arrays, 8, seed=0, image_views=None, text_views=text_views
+    )
+    counter.on_epoch_begin(0)
+    batches = list(ds.as_numpy_iterator())
+    assert sorted(batches[0]) == ["image_features", "index", "texts"]
+    wrapped = 0
+    for batch in batches:
+        for i, feature, text in zip(
+            batch["index"], batch["image_features"], batch["texts"], strict=True
+        ):
+            np.testing.assert_array_equal(feature, features[i])
+            assert f"shape {i}" in text.decode()
+            wrapped += text.decode() != f"shape {i}"
+    assert 0 < wrapped < 16

@@ -23,6 +23,7 @@ from keras_towers.augment.image import ImageAugment
 from keras_towers.augment.seeds import IMAGE_STREAM
 from keras_towers.augment.seeds import TEXT_STREAM
 from keras_towers.augment.seeds import example_seed
+from keras_towers.augment.text import CAPTION_TEMPLATES
 from keras_towers.augment.text import EDA_OPS
 from keras_towers.augment.text import ROCKET_EDA_WEIGHTS
 from keras_towers.augment.text import TEXT_PRESETS
@@ -33,6 +34,7 @@ from keras_towers.augment.views import make_views
 from keras_towers.augment.views import views_map_fn
 
 __all__ = [
+    "CAPTION_TEMPLATES",
     "EDA_OPS",
     "IMAGES_AUG_KEY",
     "IMAGE_PRESETS",

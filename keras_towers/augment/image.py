@@ -4,7 +4,9 @@
 image and an int64 `[2]` seed to a uint8 `(size, size, 3)` view:
 random resized crop (bicubic), colour jitter (in a random order, applied with
 a probability), grayscale, Gaussian blur, solarize and horizontal flip, in
-the order of the SimCLR/BYOL pipelines that clip-rocket uses.
+the order of the SimCLR/BYOL pipelines that clip-rocket uses, and an
+inversion (negative image) of our own, for line art and silhouettes that
+evaluation sets show light-on-dark.
 
 Why stateless TensorFlow ops and not Keras' random preprocessing layers:
 the layers (`RandomColorJitter`, `RandomGrayscale`, `RandomGaussianBlur`,
@@ -63,6 +65,13 @@ IMAGE_PRESETS.add(
 )
 # A mild crop and flip.
 IMAGE_PRESETS.add("light", {"crop_scale": (0.5, 1.0), "flip_p": 0.5})
+# Icons, emoji and clip art drawn dark-on-light: a mild crop, grayscale and
+# inversion (so a grayscale icon also appears as a light-on-dark silhouette,
+# the style of MNIST-like sets). No flip: flags, digits and text in icons are
+# not mirror-symmetric.
+IMAGE_PRESETS.add(
+    "icons", {"crop_scale": (0.7, 1.0), "grayscale_p": 0.3, "invert_p": 0.3}
+)
 # ProtoCLIP's `protoclip-light-augmentation` (open_clip transform.py there).
 IMAGE_PRESETS.add(
     "protoclip-light",
@@ -84,7 +93,7 @@ INTERPOLATIONS = ("bicubic", "bilinear")
 # ITU-R 601 luma, as torchvision's and TensorFlow's rgb_to_grayscale.
 _LUMA = (0.299, 0.587, 0.114)
 # Independent seed slots, so enabling one op never changes another's draws.
-_CROP, _JITTER_APPLY, _JITTER, _GRAY, _BLUR, _SOLARIZE, _FLIP = range(7)
+_CROP, _JITTER_APPLY, _JITTER, _GRAY, _BLUR, _SOLARIZE, _FLIP, _INVERT = range(8)
 _SLOTS = 8
 _CROP_ATTEMPTS = 10
 
@@ -128,6 +137,7 @@ class ImageAugment:
        padding, with probability `blur_p`.
     5. solarize (invert pixels >= 128) with probability `solarize_p`.
     6. horizontal flip with probability `flip_p`.
+    7. inversion (every pixel `255 - x`) with probability `invert_p`.
 
     Args:
         size: int. Side of the square output.
@@ -143,6 +153,7 @@ class ImageAugment:
         blur_p: float in `[0, 1]`.
         solarize_p: float in `[0, 1]`.
         flip_p: float in `[0, 1]`.
+        invert_p: float in `[0, 1]`.
         interpolation: `"bicubic"` (default, as clip-rocket) or `"bilinear"`.
 
     Example:
@@ -171,6 +182,7 @@ class ImageAugment:
         blur_p: float = 0.0,
         solarize_p: float = 0.0,
         flip_p: float = 0.0,
+        invert_p: float = 0.0,
         interpolation: str = "bicubic",
     ):
         self.size = _checks.positive_int(size, "size")
@@ -190,6 +202,7 @@ class ImageAugment:
         self.blur_p = _checks.probability(blur_p, "blur_p")
         self.solarize_p = _checks.probability(solarize_p, "solarize_p")
         self.flip_p = _checks.probability(flip_p, "flip_p")
+        self.invert_p = _checks.probability(invert_p, "invert_p")
         if interpolation not in INTERPOLATIONS:
             raise ValueError(
                 f"`interpolation` must be one of {INTERPOLATIONS}. "
@@ -220,6 +233,7 @@ class ImageAugment:
             "blur_p": self.blur_p,
             "solarize_p": self.solarize_p,
             "flip_p": self.flip_p,
+            "invert_p": self.invert_p,
             "interpolation": self.interpolation,
         }
 
@@ -258,6 +272,7 @@ class ImageAugment:
         x = self._maybe(x, self.blur_p, seeds[_BLUR], self._blur)
         x = self._maybe(x, self.solarize_p, seeds[_SOLARIZE], self._solarize)
         x = self._maybe(x, self.flip_p, seeds[_FLIP], lambda x, _: tf.reverse(x, [1]))
+        x = self._maybe(x, self.invert_p, seeds[_INVERT], lambda x, _: 1.0 - x)
         x = tf.round(tf.clip_by_value(x * 255.0, 0.0, 255.0))
         return tf.ensure_shape(tf.cast(x, tf.uint8), [self.size, self.size, 3])
 

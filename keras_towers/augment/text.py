@@ -1,4 +1,4 @@
-"""Caption augmentation: stopword removal, then one EDA operation.
+"""Caption augmentation: stopword removal, one EDA operation, a template.
 
 clip-rocket's text views (`tokenizer.py`): the global caption loses its
 stopwords with probability `stopword_p`; an augmented caption does too, then
@@ -58,6 +58,36 @@ TEXT_PRESETS.add(
     "rocket-augmented", {"stopword_p": 0.8, "eda_weights": ROCKET_EDA_WEIGHTS}
 )
 
+#: Phrasings a caption is wrapped in by `TextAugment(templates=...)`: our
+#: own list of how people describe a picture, deliberately not the
+#: evaluation sets' prompts (`keras_towers.templates`). A text tower trained
+#: only on bare names ("grinning face", "flag: Japan") never sees the words
+#: around a class name in a zero-shot prompt ("a photo of a {}."); seeing
+#: its captions in varied phrasings teaches it to look past them.
+CAPTION_TEMPLATES = (
+    "a picture of {}.",
+    "an image of {}.",
+    "a drawing of {}.",
+    "an icon of {}.",
+    "a photo of {}.",
+    "a cartoon of {}.",
+    "a sketch of {}.",
+    "a rendering of {}.",
+    "art of {}.",
+    "an illustration of {}.",
+    "clip art of {}.",
+    "a small picture of {}.",
+    "a black and white picture of {}.",
+    "a symbol of {}.",
+    "this is {}.",
+    "{}, drawn.",
+)
+# The caption in one of `CAPTION_TEMPLATES` half of the time.
+TEXT_PRESETS.add(
+    "templated",
+    {"stopword_p": 0.0, "templates": CAPTION_TEMPLATES, "template_p": 0.5},
+)
+
 # Words (with inner apostrophes, "don't") or single punctuation marks.
 _TOKEN = re.compile(r"\w+(?:'\w+)*|[^\w\s]")
 
@@ -76,6 +106,19 @@ def _check_weights(weights) -> dict[str, float] | None:
             f"`eda_weights` must be finite, >= 0 and not all 0. Received: {weights!r}."
         )
     return out
+
+
+def _check_templates(templates) -> list[str]:
+    if isinstance(templates, str) or not all(
+        isinstance(t, str) and t.count("{}") == 1 for t in templates
+    ):
+        raise ValueError(
+            '`templates` must be a list of strings each containing exactly one "{}" '
+            f"where the caption goes. Received: {templates!r}."
+        )
+    if not templates:
+        raise ValueError("`templates` must not be empty; pass None for no templates.")
+    return list(templates)
 
 
 @keras.saving.register_keras_serializable(package="keras_towers")
@@ -98,6 +141,8 @@ class TextAugment:
        - `"swap"`: `swap_n` times, two distinct positions swap words;
        - `"deletion"`: each word is deleted with probability `deletion_p`
          (one-word captions and all-deleted captions are kept).
+    3. with probability `template_p`, the caption goes into the `"{}"` of
+       one of `templates`, drawn uniformly.
 
     Args:
         stopword_p: float in `[0, 1]`.
@@ -111,6 +156,10 @@ class TextAugment:
         wordnet_dir: optional directory of the WordNet files (default
             `/usr/share/wordnet`, Debian's `wordnet-base`); read only when
             synonym replacement has a positive weight.
+        templates: optional list of strings with exactly one `"{}"` each
+            (e.g. `CAPTION_TEMPLATES`).
+        template_p: float in `[0, 1]`. Probability of wrapping the caption
+            in a template; must be 0 without `templates`.
 
     Example:
 
@@ -131,6 +180,8 @@ class TextAugment:
         deletion_p: float = 0.1,
         stopwords: list[str] | None = None,
         wordnet_dir: str | None = None,
+        templates: list[str] | None = None,
+        template_p: float = 0.0,
     ):
         self.stopword_p = _checks.probability(stopword_p, "stopword_p")
         if stopword_unit not in STOPWORD_UNITS:
@@ -155,6 +206,13 @@ class TextAugment:
             ENGLISH_STOPWORDS if stopwords is None else (w.lower() for w in stopwords)
         )
         self.wordnet_dir = wordnet_dir
+        self.templates = None if templates is None else _check_templates(templates)
+        self.template_p = _checks.probability(template_p, "template_p")
+        if self.template_p > 0 and not self.templates:
+            raise ValueError(
+                f"`template_p` is {template_p} but there are no `templates`: pass a list of "
+                'strings each containing one "{}". Received templates=None.'
+            )
         self._probabilities = None
         if self.eda_weights is not None:
             w = np.array([self.eda_weights[op] for op in EDA_OPS], np.float64)
@@ -178,6 +236,8 @@ class TextAugment:
             "deletion_p": self.deletion_p,
             "stopwords": None if self.stopwords is None else list(self.stopwords),
             "wordnet_dir": self.wordnet_dir,
+            "templates": None if self.templates is None else list(self.templates),
+            "template_p": self.template_p,
         }
 
     @classmethod
@@ -268,7 +328,11 @@ class TextAugment:
                 words = self.random_deletion(words, rng)
             if op != "identity":
                 out = " ".join(words) or out
-        return out or text
+        out = out or text
+        # Drawn last, so templates never change the draws of the steps above.
+        if self.template_p > 0 and rng.random() < self.template_p:
+            out = self.templates[rng.integers(len(self.templates))].replace("{}", out)
+        return out
 
     def augment_numpy(self, texts: np.ndarray, seeds: np.ndarray) -> np.ndarray:
         """`augment` over an array of UTF-8 byte strings and `[..., 2]` seeds."""

@@ -61,12 +61,15 @@ def make_views(
         seed: int. The run's seed.
         epoch: int, scalar tensor or int64 `tf.Variable` set by a callback
             (as `keras_towers.utils.epochs`).
-        image_views: `ImageAugment`s; the first is the global view.
+        image_views: `ImageAugment`s; the first is the global view. `None`:
+            captions only (`image` is ignored and may be `None`, e.g. where
+            a locked image tower's features are cached).
         text_views: `TextAugment`s; the first is the global view.
 
     Returns:
-        A dict with `"images"`, `"texts"` and, for more than one view,
-        `"images_aug"` and `"texts_aug"` (see the module docstring).
+        A dict with `"images"` (unless `image_views` is `None`), `"texts"`
+        and, for more than one view, `"images_aug"` and `"texts_aug"` (see
+        the module docstring).
 
     Example:
 
@@ -81,9 +84,10 @@ def make_views(
     )
     ```
     """
-    image_views = _check_views(image_views, ImageAugment, "image_views")
+    if image_views is not None:
+        image_views = _check_views(image_views, ImageAugment, "image_views")
     text_views = _check_views(text_views, TextAugment, "text_views")
-    sizes = {v.size for v in image_views[1:]}
+    sizes = {v.size for v in (image_views or [])[1:]}
     if len(sizes) > 1:
         raise ValueError(
             "Augmented image views are stacked, so they need one `size`. "
@@ -96,9 +100,13 @@ def make_views(
     def seed_of(stream, view):
         return example_seed(seed, epoch, index, stream=stream, view=view)
 
-    images = [v(image, seed_of(IMAGE_STREAM, i)) for i, v in enumerate(image_views)]
+    images = [
+        v(image, seed_of(IMAGE_STREAM, i)) for i, v in enumerate(image_views or [])
+    ]
     texts = [v(caption, seed_of(TEXT_STREAM, i)) for i, v in enumerate(text_views)]
-    out = {IMAGE_KEY: images[0], TEXT_KEY: texts[0]}
+    out = {TEXT_KEY: texts[0]}
+    if images:
+        out[IMAGE_KEY] = images[0]
     if len(images) > 1:
         out[IMAGES_AUG_KEY] = tf.stack(images[1:])
     if len(texts) > 1:
@@ -115,9 +123,9 @@ def views_map_fn(
 ):
     """A `Dataset.map` function turning pair dicts into multi-view dicts.
 
-    The input element is a dict with `"images"` (uint8 `(H, W, 3)`),
-    `"texts"` (string) and `index_key` (int, the example's index); other
-    keys are kept. The output replaces `"images"` / `"texts"` with the
+    The input element is a dict with `"images"` (uint8 `(H, W, 3)`; not
+    needed when `image_views` is `None`), `"texts"` (string) and `index_key`
+    (int, the example's index); other keys are kept. The output replaces `"images"` / `"texts"` with the
     global views and adds `"images_aug"` / `"texts_aug"` (see `make_views`).
 
     Example:
@@ -127,18 +135,20 @@ def views_map_fn(
     ds = ds.map(augment.views_map_fn(image_views, text_views, seed=0, epoch=epoch))
     ```
     """
-    image_views = _check_views(image_views, ImageAugment, "image_views")
+    if image_views is not None:
+        image_views = _check_views(image_views, ImageAugment, "image_views")
     text_views = _check_views(text_views, TextAugment, "text_views")
+    required = (TEXT_KEY, index_key) + ((IMAGE_KEY,) if image_views else ())
 
     def fn(element):
-        for key in (IMAGE_KEY, TEXT_KEY, index_key):
+        for key in required:
             if key not in element:
                 raise ValueError(
                     f"Each element needs the key {key!r}. Received keys "
                     f"{sorted(element)}."
                 )
         views = make_views(
-            element[IMAGE_KEY],
+            element.get(IMAGE_KEY),
             element[TEXT_KEY],
             element[index_key],
             seed,
