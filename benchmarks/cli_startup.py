@@ -6,11 +6,19 @@ import neither Keras nor keras_towers) against peers measured in the same
 run: a bare interpreter (`python -c pass`), `import keras` (what every
 command paid before the parser left Keras out), `import transformers` and
 `import keras_towers` (what a command that trains or loads a preset still
-pays). Each round runs every contender once, in rotating order, so load
-drift is shared; the table shows the median and the fastest of `--runs`
-rounds, the median as a multiple of the bare interpreter's and as a fraction
-of `import keras`'s, and PASS/FAIL against the target (`--target`, 2 s, for
-the keras-towers commands).
+pays, once per backend). Each round runs every contender once, in
+rotating order, so load drift is shared; the table shows the median and the
+fastest of `--runs` rounds, the median as a multiple of the bare
+interpreter's and as a fraction of `import keras`'s, and PASS/FAIL against
+the target (`--target`, 2 s, for the keras-towers commands).
+
+It also reports each contender's peak resident memory (the largest
+`ru_maxrss` of its processes, from `os.wait4`): the floor a training
+process starts from before it builds anything, next to `import torch,
+transformers` (the peer of `benchmarks/clip_train_step.py`'s memory ratio)
+and `import tensorflow` (which keras_towers imports on every backend, for
+tf.data and keras-hub's tokenizers). Memory does not depend on load, so
+`--runs 1` is enough for that column.
 
 Usage:
 
@@ -51,10 +59,28 @@ HEAVY = [
         False,
     ),
     (
-        "python -c 'import keras_towers'",
-        [sys.executable, "-c", "import keras_towers"],
+        "python -c 'import torch, transformers'",
+        [sys.executable, "-c", "import torch, transformers"],
         False,
     ),
+    (
+        "python -c 'import tensorflow'",
+        [sys.executable, "-c", "import tensorflow"],
+        False,
+    ),
+] + [
+    (
+        f"import keras_towers ({backend})",
+        [
+            "env",
+            f"KERAS_BACKEND={backend}",
+            sys.executable,
+            "-c",
+            "import keras_towers",
+        ],
+        False,
+    )
+    for backend in ("torch", "jax", "tensorflow")
 ]
 
 
@@ -76,15 +102,23 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
-def _time(argv, env) -> float:
+def _time(argv, env) -> tuple[float, float]:
+    """`(seconds, peak resident MiB)` of running `argv` to the end."""
     start = time.perf_counter()
-    result = subprocess.run(
+    process = subprocess.Popen(
         argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
     )
+    # wait4 returns the child's own rusage (ru_maxrss in KiB on Linux: the
+    # largest resident set of the process and the descendants it waited for,
+    # so `env` exec-ing python is measured as python).
+    stderr = process.stderr.read()
+    _, status, usage = os.wait4(process.pid, 0)
     seconds = time.perf_counter() - start
-    if result.returncode != 0:
-        raise SystemExit(f"{' '.join(argv)} failed:\n{result.stderr}")
-    return seconds
+    process.returncode = os.waitstatus_to_exitcode(status)
+    process.stderr.close()
+    if process.returncode != 0:
+        raise SystemExit(f"{' '.join(argv)} failed:\n{stderr}")
+    return seconds, usage.ru_maxrss / 1024.0
 
 
 def main(argv=None) -> int:
@@ -94,12 +128,15 @@ def main(argv=None) -> int:
     contenders = LIGHT + ([] if args.no_heavy else HEAVY)
     load_before = os.getloadavg()
     times: dict[str, list[float]] = {label: [] for label, _, _ in contenders}
+    peak_mib: dict[str, float] = {label: 0.0 for label, _, _ in contenders}
     for _, command, _ in contenders:  # warm the file cache, untimed
         _time(command, env)
     for round_ in range(args.runs):
         shift = round_ % len(contenders)
         for label, command, _ in contenders[shift:] + contenders[:shift]:
-            times[label].append(_time(command, env))
+            seconds, mib = _time(command, env)
+            times[label].append(seconds)
+            peak_mib[label] = max(peak_mib[label], mib)
     load_after = os.getloadavg()
 
     median = {label: statistics.median(values) for label, values in times.items()}
@@ -110,20 +147,27 @@ def main(argv=None) -> int:
         f"{load_after[0]:.2f} after; {os.cpu_count()} CPUs; backend "
         f"{os.environ.get('KERAS_BACKEND', '(keras.json / default)')}"
     )
-    header = f"{'command':<34} {'median s':>9} {'best s':>8} {'x bare':>8}"
+    peer = peak_mib.get("python -c 'import torch, transformers'")
+    header = f"{'command':<40} {'median s':>9} {'best s':>8} {'x bare':>8}"
     if keras_import:
         header += f" {'/ keras':>8}"
+    header += f" {'peak MiB':>9}"
+    if peer:
+        header += f" {'/ torch+tr':>10}"
     header += "  target"
     print(header)
     print("-" * len(header))
     failed = False
     for label, _, held in contenders:
         line = (
-            f"{label:<34} {median[label]:>9.3f} {min(times[label]):>8.3f} "
+            f"{label:<40} {median[label]:>9.3f} {min(times[label]):>8.3f} "
             f"{median[label] / bare:>8.1f}"
         )
         if keras_import:
             line += f" {median[label] / keras_import:>8.3f}"
+        line += f" {peak_mib[label]:>9.0f}"
+        if peer:
+            line += f" {peak_mib[label] / peer:>10.2f}"
         if held:
             ok = median[label] < args.target
             failed |= not ok
@@ -137,6 +181,7 @@ def main(argv=None) -> int:
                     "load_average": [load_before[0], load_after[0]],
                     "seconds": times,
                     "median": median,
+                    "peak_mib": peak_mib,
                 },
                 indent=2,
             )

@@ -35,8 +35,9 @@ call, items/s (batch size / median) and the ratio to transformers at the
 same batch size; batch sizes 1 and 8 show per-call overhead.
 
 By default `encode_*` get no `batch_size` (their defaults, 32 images and
-256 texts per forward pass; a smaller call is padded to a power of two >= 8
-rows, at most the batch size, so a 1-image call runs 8 rows);
+256 texts per forward pass; on jax and tensorflow a smaller call is padded
+to a power of two >= 8 rows, at most the batch size, so a 1-image call runs
+8 rows; torch runs the call's rows);
 `--encode-batch-size call` passes the call's size instead (one forward pass
 of exactly `B` rows, as transformers runs).
 
