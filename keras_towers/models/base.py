@@ -268,16 +268,19 @@ class ContrastiveModel(keras.Model):
     def _encode(self, batches, key, batch_size: int | None = None):
         """Run `predict_on_batch` over batches of preprocessed inputs.
 
-        A batch smaller than `batch_size` is padded (repeating its last row)
-        to the next power of two, at least 8 and at most `batch_size`, so jax
-        and tensorflow compile a few functions per batch size instead of one
-        per distinct remainder, and encoding one text with `batch_size=256`
-        does not cost a forward pass over 256.
+        On jax and tensorflow a batch smaller than `batch_size` is padded
+        (repeating its last row) to the next power of two, at least 8 and at
+        most `batch_size`, so they compile a few functions per batch size
+        instead of one per distinct remainder, and encoding one text with
+        `batch_size=256` does not cost a forward pass over 256. Torch runs
+        eagerly and compiles nothing: its batches run as they are (padding
+        one image to 8 rows cost it about 3x the forward pass, 2026-12-01).
         """
+        pads = keras.config.backend() != "torch"
         outputs = []
         for batch in batches:
             n = len(next(iter(batch.values())))
-            target = _padded_size(n, batch_size)
+            target = _padded_size(n, batch_size) if pads else n
             if 0 < n < target:
                 batch = {k: _pad_rows(np.asarray(v), target) for k, v in batch.items()}
             result = keras.ops.convert_to_numpy(self.predict_on_batch(batch)[key])
