@@ -422,38 +422,12 @@ def _cached_feature_trainer(data: str) -> Callable:
     return train
 
 
-def _single_view_trainer(
-    method: str, make_train: Callable, locked_images: bool = False
-) -> Callable:
-    """`make_train(data)`'s trainer, taking `augment` (`--augment`): `None`
-    trains on the plain pairs, a single-view `recipes_rocket.AUGMENTATIONS`
-    choice on one augmented view of each pair, drawn per `(seed, epoch,
-    index)` at the trained image tower's size (`locked_images`: the captions
-    alone, the images' features being cached)."""
-
-    def trainer(data: str) -> Callable:
-        train = make_train(data)
-
-        def train_augmented(model, train_pairs, epochs: int, augment=None, **kwargs):
-            image_views, text_views = recipes_rocket.single_views(
-                augment, train_pairs.image_size, method, locked_images
-            )
-            if text_views is not None:
-                kwargs.update(image_views=image_views, text_views=text_views)
-            return train(model, train_pairs, epochs, **kwargs)
-
-        return train_augmented
-
-    return trainer
-
-
-register_trainer("clip")(_single_view_trainer("clip", lambda data: training.train))
-register_trainer("siglip")(_single_view_trainer("siglip", lambda data: training.train))
-register_trainer("lit")(_single_view_trainer("lit", _cached_feature_trainer, True))
+_one_view = recipes_rocket.single_view_trainer
+register_trainer("clip")(_one_view("clip", lambda data: training.train))
+register_trainer("siglip")(_one_view("siglip", lambda data: training.train))
+register_trainer("lit")(_one_view("lit", _cached_feature_trainer, locked_images=True))
 register_trainer("lit-minilm")(_cached_feature_trainer)
-register_trainer("three-towers")(
-    _single_view_trainer("three-towers", _cached_feature_trainer)
-)
+register_trainer("three-towers")(_one_view("three-towers", _cached_feature_trainer))
 
 
 # === ProtoCLIP, in the two regimes of the comparison ===

@@ -173,6 +173,31 @@ def single_views(
     return (None if locked_images else image_views), text_views
 
 
+def single_view_trainer(
+    method: str, make_train: Callable, locked_images: bool = False
+) -> Callable:
+    """`make_train(data)`'s trainer, taking `augment` (`--augment`): `None`
+    trains on the plain pairs, a single-view `AUGMENTATIONS`
+    choice on one augmented view of each pair, drawn per `(seed, epoch,
+    index)` at the trained image tower's size (`locked_images`: the captions
+    alone, the images' features being cached)."""
+
+    def trainer(data: str) -> Callable:
+        train = make_train(data)
+
+        def train_augmented(model, train_pairs, epochs: int, augment=None, **kwargs):
+            image_views, text_views = single_views(
+                augment, train_pairs.image_size, method, locked_images
+            )
+            if text_views is not None:
+                kwargs.update(image_views=image_views, text_views=text_views)
+            return train(model, train_pairs, epochs, **kwargs)
+
+        return train_augmented
+
+    return trainer
+
+
 def check_views_for(model, augment_name: str | None) -> None:
     """Refuse view sets the model cannot train on (SwALIP without views)."""
     if augment_name == "none" and getattr(model, "addon", None) == "swalip":

@@ -190,7 +190,7 @@ def test_old_source_keywords_are_still_accepted():
 def test_frozen_recipes_check_the_image_size():
     with pytest.raises(ValueError, match="224 px"):
         recipes.get("lit").build(image_size=64)
-    assert recipes.trainer("clip") is training.train
+    assert recipes.trainer("clip-tiny") is training.train
     with pytest.raises(ValueError, match="Unknown method"):
         recipes.trainer("nope")
 
