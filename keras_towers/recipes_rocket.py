@@ -77,7 +77,7 @@ AUGMENTATIONS = {
     # Also a choice of `clip`, `siglip` and `three-towers`, which read one view.
     "icons": (["icons"], ["templated"]),
     # The same captions, images as they are: for a locked image tower whose
-    # features are cached (`lit`, `lit-minilm`).
+    # features are cached (`lit`).
     "captions": (["none"], ["templated"]),
 }
 DEFAULT_AUGMENT = "rocket"
