@@ -340,7 +340,8 @@ def locked_feature_arrays(
         cache_dir=_feature_cache_dir(),
         keep_inputs=False,
     )
-    feature_keys = [k for k in cached.element_spec if k.endswith("_features")]
+    # With `keep_inputs=False` every key is a `"<tower>_features"`.
+    feature_keys = list(cached.element_spec)
     columns = {k: [] for k in feature_keys}
     for batch in cached.batch(1024).as_numpy_iterator():
         for k in feature_keys:
