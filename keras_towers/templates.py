@@ -158,7 +158,14 @@ def get_templates(templates: str | Sequence[str]) -> list[str]:
                 'exactly one "{}".'
             )
         return list(TEMPLATE_SETS[templates])
-    if not isinstance(templates, Sequence):
+    return check_template_list(templates)
+
+
+def check_template_list(templates, slot: str = "the class name") -> list[str]:
+    """`templates` as a new list, after checking that it is a non-empty
+    sequence of strings that each contain exactly one `"{}"` (where `slot`
+    goes, for the error message)."""
+    if isinstance(templates, str) or not isinstance(templates, Sequence):
         raise TypeError(
             "`templates` must be a template-set name or a list of strings. "
             f"Received {type(templates).__name__}."
@@ -176,8 +183,8 @@ def get_templates(templates: str | Sequence[str]) -> list[str]:
         # the one literal placeholder so `template.replace` is unambiguous.
         if template.count("{}") != 1:
             raise ValueError(
-                f'`templates[{i}]` must contain exactly one "{{}}" where the '
-                f"class name goes. Received {template!r}."
+                f'`templates[{i}]` must contain exactly one "{{}}" where {slot} '
+                f"goes. Received {template!r}."
             )
     return templates
 

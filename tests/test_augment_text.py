@@ -220,7 +220,7 @@ def test_presets_match_clip_rocket():
         ({"eda_weights": {"swap": 0.0}}, "eda_weights"),
         ({"synonym_n": 0}, "synonym_n"),
         ({"stopwords": "the"}, "stopwords"),
-        ({"templates": ["a {} of {}"]}, "templates"),
+        ({"templates": ["a {} of {}"]}, "templates\\[0\\]"),
         ({"templates": "a photo of {}"}, "templates"),
         ({"templates": []}, "templates"),
         ({"template_p": 0.5}, "template_p"),

@@ -37,6 +37,7 @@ from keras_towers.augment import _checks
 from keras_towers.augment import wordnet as wordnet_lib
 from keras_towers.augment.seeds import numpy_generator
 from keras_towers.augment.stopwords import ENGLISH_STOPWORDS
+from keras_towers.templates import check_template_list
 from keras_towers.utils.registry import Registry
 
 #: The EDA operations, in the order of `eda_weights`' keys.
@@ -109,16 +110,12 @@ def _check_weights(weights) -> dict[str, float] | None:
 
 
 def _check_templates(templates) -> list[str]:
-    if isinstance(templates, str) or not all(
-        isinstance(t, str) and t.count("{}") == 1 for t in templates
-    ):
+    if isinstance(templates, str):
         raise ValueError(
             '`templates` must be a list of strings each containing exactly one "{}" '
-            f"where the caption goes. Received: {templates!r}."
+            f"where the caption goes (not a set name). Received: {templates!r}."
         )
-    if not templates:
-        raise ValueError("`templates` must not be empty; pass None for no templates.")
-    return list(templates)
+    return check_template_list(templates, slot="the caption")
 
 
 @keras.saving.register_keras_serializable(package="keras_towers")
