@@ -23,7 +23,6 @@ from collections.abc import Callable
 
 import numpy as np
 
-from keras_towers import datasets
 from keras_towers import from_scratch
 from keras_towers import pretrained
 from keras_towers import recipes_rocket
@@ -43,8 +42,8 @@ from keras_towers.preprocessing import IMAGE_KEY
 from keras_towers.preprocessing import TEXT_KEY
 from keras_towers.preprocessing import ByteTokenizer
 from keras_towers.preprocessing import ContrastivePreprocessor
+from keras_towers.recipes_data import load_training_data
 from keras_towers.training import PairArrays
-from keras_towers.training import StreamedPairs
 from keras_towers.utils.registry import Registry
 
 
@@ -125,65 +124,6 @@ def build_clip(image_size: int = 64):
 )
 def build_siglip(image_size: int = 64):
     return _small_clip(SigLIP, image_size)
-
-
-def load_training_data(data: str, image_size: int, resize=DEFAULT_FRAMING):
-    """`"embedded"` or a path -> `(train, validation or None, info)`.
-
-    `"embedded"` is the corpus built by `keras-towers data prepare`: the
-    train split for training and the validation split for `val_` metrics
-    (the Tux Paint test split is never read here). Images are framed by
-    `resize`: a framing name (default `"pad"`, every recipe's framing) or
-    the model to train, whose `preprocessor.framing` is read; the pairs and
-    `info["framing"]` record it, and the recipes' trainers refuse a model
-    that frames otherwise.
-    """
-    if data == "embedded":
-        train = datasets.embedded_records("train")
-        validation = datasets.embedded_records("validation")
-        framing = _framing_of(resize)
-        train_pairs = _streamed_records(train, image_size, framing)
-        validation_pairs = _streamed_records(validation, image_size, framing)
-        info = {
-            "name": "embedded",
-            "train_pairs": len(train_pairs),
-            "validation_pairs": len(validation_pairs),
-            "framing": train_pairs.framing,
-            "sources": sorted({r.get("source", "?") for r in train}),
-            "licenses": sorted({r.get("license", "?") for r in train}),
-        }
-        return train_pairs, validation_pairs, info
-    pairs = PairArrays.from_dataset(
-        datasets.load_pairs(data), image_size, resize=resize
-    )
-    info = {"name": str(data), "train_pairs": len(pairs), "framing": pairs.framing}
-    return pairs, None, info
-
-
-def _framing_of(resize) -> str:
-    if isinstance(resize, str):
-        return resize
-    framing = getattr(getattr(resize, "preprocessor", resize), "framing", None)
-    if framing is None:
-        raise TypeError(
-            f"`resize` must be a framing name or a model with a preprocessor. "
-            f"Received: {type(resize).__name__}."
-        )
-    return framing
-
-
-def _streamed_records(records: list, image_size: int, framing: str) -> StreamedPairs:
-    """Corpus records as pairs whose images are decoded only when read (a
-    locked tower's features stream them; `.images` loads them all)."""
-    if not records:
-        raise ValueError("The corpus split is empty: run `keras-towers data prepare`.")
-    return StreamedPairs(
-        lambda: datasets.from_records(records, on_error="raise"),
-        [r["caption"] for r in records],
-        image_size=image_size,
-        framing=framing,
-        refs=[r.get("id", r["image"]) for r in records],
-    )
 
 
 @register_recipe(
@@ -270,6 +210,7 @@ def build_lit(image_size: int = FROZEN_IMAGE_SIZE):
     "(224 px, 1280-d, no head) + all-MiniLM-L6-v2 with its backbone locked and a "
     "trained linear head to 1280 ('LL' + text head); both backbones referenced by "
     "name, not stored; trains in seconds on cached features",
+    options=recipes_rocket.ROCKET_TRAINER_OPTIONS,
 )
 def build_lit_minilm(image_size: int = FROZEN_IMAGE_SIZE):
     _check_frozen_size("lit-minilm", image_size)
@@ -307,7 +248,10 @@ def _feature_cache_dir() -> str:
 
 
 def locked_feature_arrays(
-    model, pairs: PairArrays, frozen_pairs: PairArrays | None = None
+    model,
+    pairs: PairArrays,
+    frozen_pairs: PairArrays | None = None,
+    towers: list[str] | None = None,
 ) -> dict:
     """Arrays to train `model` on: its locked towers' features plus the raw
     inputs its trained towers still read.
@@ -317,6 +261,8 @@ def locked_feature_arrays(
         pairs: the training pairs at the trained image tower's size.
         frozen_pairs: the same pairs, in the same order, at the frozen
             tower's size (default: `pairs`).
+        towers: the towers to cache (`cache_locked_features`' `towers`;
+            default every locked one).
 
     Returns:
         A dict of equally long arrays: `"<tower>_features"`, plus the raw
@@ -338,6 +284,7 @@ def locked_feature_arrays(
         frozen_pairs.dataset(),
         batch_size=64,
         cache_dir=_feature_cache_dir(),
+        towers=towers,
         keep_inputs=False,
     )
     # With `keep_inputs=False` every key is a `"<tower>_features"`.
@@ -403,8 +350,16 @@ def _cached_feature_trainer(data: str) -> Callable:
         training.check_pairs_framing(model, train_pairs, validation_pairs)
         start = time.perf_counter()
         size = _frozen_image_size(model)
+        # Augmented captions must go through the text tower every step.
+        towers = None
+        if kwargs.get("text_views") is not None:
+            towers = [
+                s.name
+                for s in model.feature_sources()
+                if s.name != "text" and s.tower is not None and s.tower.locked_part
+            ]
         train_arrays = locked_feature_arrays(
-            model, train_pairs, _frozen_size_pairs(data, train_pairs, 0, size)
+            model, train_pairs, _frozen_size_pairs(data, train_pairs, 0, size), towers
         )
         val_arrays = _validation_feature_arrays(model, data, validation_pairs, size)
         print(f"frozen-tower features ready in {time.perf_counter() - start:.1f} s")
@@ -427,7 +382,9 @@ _one_view = recipes_rocket.single_view_trainer
 register_trainer("clip")(_one_view("clip", lambda data: training.train))
 register_trainer("siglip")(_one_view("siglip", lambda data: training.train))
 register_trainer("lit")(_one_view("lit", _cached_feature_trainer, locked_images=True))
-register_trainer("lit-minilm")(_cached_feature_trainer)
+register_trainer("lit-minilm")(
+    _one_view("lit-minilm", _cached_feature_trainer, locked_images=True)
+)
 register_trainer("three-towers")(_one_view("three-towers", _cached_feature_trainer))
 
 

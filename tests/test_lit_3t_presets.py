@@ -239,6 +239,38 @@ def test_cached_feature_trainer_trains_lit_without_touching_the_locked_tower(
     assert list((tmp_path / "features").glob("image_features-*.npy"))
 
 
+@pytest.mark.one_backend
+def test_augmented_captions_run_through_a_locked_text_backbone(tmp_path, monkeypatch):
+    # `lit-minilm --augment captions`: the phrasings change every epoch, so
+    # only the image features are cached; the captions go through the locked
+    # text backbone each step and its head trains.
+    monkeypatch.setenv("KERAS_TOWERS_DATA_DIR", str(tmp_path))
+    assert "augment" in recipes.get("lit-minilm").options
+    images, captions, _ = keras_towers.datasets.make_shapes(32, seed=0)
+    pairs = training.PairArrays(images, captions)
+    model = keras_towers.LiT.tiny(lock_text="backbone")
+    backbone = model.text_tower.backbone
+    head = model.text_tower.projection
+    before = [keras.ops.convert_to_numpy(w) for w in backbone.weights]
+    head_before = [keras.ops.convert_to_numpy(w) for w in head.weights]
+    model.compile(learning_rate=1e-2)
+    train = recipes.trainer("lit-minilm")
+    history = train(model, pairs, epochs=1, batch_size=16, augment="captions")
+    assert np.isfinite(history["loss"]).all()
+    cached = sorted(p.name.split("-")[0] for p in (tmp_path / "features").glob("*.npy"))
+    assert cached == ["image_features"]
+    for b, a in zip(before, backbone.weights, strict=True):
+        np.testing.assert_array_equal(b, keras.ops.convert_to_numpy(a))
+    assert any(
+        not np.array_equal(b, keras.ops.convert_to_numpy(a))
+        for b, a in zip(head_before, head.weights, strict=True)
+    )
+    # Without `--augment` both locked towers are cached, as before.
+    train(model, pairs, epochs=1, batch_size=16)
+    cached = sorted(p.name.split("-")[0] for p in (tmp_path / "features").glob("*.npy"))
+    assert cached == ["image_features", "text_features"]
+
+
 def test_lit_minilm_recipe_trains_only_the_text_head_and_temperature():
     model = recipes.get("lit-minilm").build()
     assert model.lock_text == "backbone"
