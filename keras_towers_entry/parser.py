@@ -533,7 +533,8 @@ def add_train_parser(commands) -> None:
         "inversion; captions in varied phrasings) or 'captions' (the same "
         f"captions, images as they are); default: {DEFAULT_AUGMENT}. For "
         "clip / siglip / three-towers (one view): no augmentation, or 'icons' "
-        "/ 'captions' / 'none'; for lit (cached image features): 'captions'",
+        "/ 'captions' / 'none'; for lit and lit-minilm (cached image "
+        "features): 'captions'",
     )
     rocket.add_argument(
         "--zero-shot-head",
