@@ -187,6 +187,25 @@ def test_encode_accepts_varied_raw_inputs():
     assert np.all(np.isfinite(model.encode_texts(["Ünïcödé ✓ 猫", "word " * 100])))
 
 
+def test_encode_reads_the_current_weights():
+    # On jax `encode_*` run a jitted stateless call instead of
+    # `predict_on_batch`: it must give the same outputs and see new weights.
+    model = keras_towers.CLIP.tiny()
+    images, texts = raw_data(3)
+    before = model.encode_texts(list(texts))
+    model.encode_images(images)
+    for v in model.text_tower.trainable_variables:
+        v.assign(v * 1.5 + 0.01)
+    after = model.encode_texts(list(texts))
+    assert np.abs(after - before).max() > 1e-3
+    tokens = model.preprocessor({"texts": list(texts)})
+    tokens = {k: keras.ops.convert_to_numpy(v) for k, v in tokens.items()}
+    expected = keras.ops.convert_to_numpy(
+        model.predict_on_batch(tokens)["text_embeddings"]
+    )
+    np.testing.assert_allclose(after, expected, atol=1e-6)
+
+
 def test_predict_takes_raw_images_and_strings():
     model = keras_towers.CLIP.tiny()
     images, texts = raw_data(5)
