@@ -293,7 +293,8 @@ class ContrastiveModel(keras.Model):
         output and input shape: Keras' `predict_on_batch` there also writes
         every variable back after each call (~92k Python calls for one
         8-text batch of the small CLIP, against ~1.1k for this; same
-        outputs). Elsewhere, for an unbuilt model, and under a
+        outputs, traced again whenever Keras drops its `predict_function`).
+        Elsewhere, for an unbuilt model, and under a
         `keras.distribution` or `jit_compile=False`, `predict_on_batch`.
         """
         if (
@@ -305,7 +306,14 @@ class ContrastiveModel(keras.Model):
             return keras.ops.convert_to_numpy(self.predict_on_batch(batch)[key])
         import jax
 
-        functions = self.__dict__.setdefault("_jax_encoders", {})
+        # Keras drops `predict_function` whenever the call may change (e.g.
+        # `compile`, `CLIPRocket.set_zero_shot_head`): the jitted calls
+        # follow it, so a changed model is traced again.
+        self.make_predict_function()
+        owner, functions = self.__dict__.get("_jax_encoders", (None, {}))
+        if owner is not self.predict_function:
+            functions = {}
+            self.__dict__["_jax_encoders"] = (self.predict_function, functions)
         if key not in functions:
 
             def forward(trainable, non_trainable, inputs):
