@@ -99,11 +99,21 @@ def test_eval_json_and_report(capsys, tmp_path, pairs_csv):
     metrics = json.loads(out_json.read_text())
     zero_shot = metrics["zeroshot:shapes"]
     table = (tmp_path / "table.md").read_text().splitlines()
-    assert table[0] == f"| preset | `zeroshot:shapes` | `retrieval:{pairs_csv}` |"
+    assert table[0] == (
+        f"| preset | `zeroshot:shapes` top-1 | `retrieval:{pairs_csv}` i→t R@1 / R@10 |"
+    )
     row = table[2].split(" | ")
     assert row[0] == "| `shapes_clip_tiny`"
     assert row[1] == f"{100 * zero_shot['accuracy']:.1f}%"
     assert table[3].startswith("| *chance* | 8.33% | ")
+    retrieval = metrics[f"retrieval:{pairs_csv}"]
+    assert (
+        row[2]
+        == " / ".join(
+            f"{100 * retrieval[f'image_to_text_recall@{k}']:.1f}%" for k in (1, 10)
+        )
+        + " |"
+    )
     assert 0.0 <= zero_shot["accuracy"] <= 1.0 and zero_shot["num_examples"] == 60
     retrieval = metrics[f"retrieval:{pairs_csv}"]
     for direction in ("image_to_text", "text_to_image"):

@@ -78,32 +78,51 @@ def cmd_eval(args) -> int:
     return 0
 
 
+#: Retrieval recalls a Markdown cell shows (image -> text), in order.
+MARKDOWN_RECALLS = (1, 10)
+
+
 def _headline_cell(metrics: dict) -> str:
     if "accuracy" in metrics:
         return f"{100 * metrics['accuracy']:.1f}%"
-    keys = ("image_to_text_recall@10", "text_to_image_recall@10")
+    keys = [f"image_to_text_recall@{k}" for k in MARKDOWN_RECALLS]
     if all(k in metrics for k in keys):
         return " / ".join(f"{100 * metrics[k]:.1f}%" for k in keys)
     return "-"
+
+
+def _header_cell(task: str, rows) -> str:
+    """`task` and what its cells show."""
+    metrics = next((m for _, t, m in rows if t == task), {})
+    if "accuracy" in metrics:
+        return f"`{task}` top-1"
+    if "image_to_text_recall@1" in metrics:
+        recalls = " / ".join(f"R@{k}" for k in MARKDOWN_RECALLS)
+        return f"`{task}` i→t {recalls}"
+    return f"`{task}`"
 
 
 def _chance_cell(metrics: dict) -> str:
     if "chance" in metrics:
         return f"{100 * metrics['chance']:.2f}%"
     if "chance_recall@1" in metrics:
-        return f"{min(1.0, 10 * metrics['chance_recall@1']) * 100:.1f}%"
+        # k of n texts drawn at random hold the match with probability k/n.
+        return " / ".join(
+            f"{min(1.0, k * metrics['chance_recall@1']) * 100:.1f}%"
+            for k in MARKDOWN_RECALLS
+        )
     return "-"
 
 
 def markdown_table(rows) -> str:
-    """Presets x tasks as a Markdown table: zero-shot and linear-probe
-    accuracy, retrieval recall@10 image->text / text->image, and a chance
-    row."""
+    """Presets x tasks as a Markdown table: zero-shot and linear-probe top-1
+    accuracy, retrieval image->text recall@1 / recall@10, and a chance row;
+    each header says what its cells show."""
     tasks_ = list(dict.fromkeys(task for _, task, _ in rows))
     cells = {(preset, task): metrics for preset, task, metrics in rows}
     presets_ = list(dict.fromkeys(preset for preset, _, _ in rows))
     lines = [
-        "| preset | " + " | ".join(f"`{t}`" for t in tasks_) + " |",
+        "| preset | " + " | ".join(_header_cell(t, rows) for t in tasks_) + " |",
         "|---|" + "---|" * len(tasks_),
     ]
     for preset in presets_:
