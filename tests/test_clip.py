@@ -188,8 +188,8 @@ def test_encode_accepts_varied_raw_inputs():
 
 
 def test_encode_reads_the_current_weights():
-    # On jax `encode_*` run a jitted stateless call instead of
-    # `predict_on_batch`: it must give the same outputs and see new weights.
+    # `encode_*` see weights changed after a first call, and give what
+    # `predict_on_batch` gives on the preprocessed batch.
     model = keras_towers.CLIP.tiny()
     images, texts = raw_data(3)
     before = model.encode_texts(list(texts))

@@ -283,52 +283,9 @@ class ContrastiveModel(keras.Model):
             target = _padded_size(n, batch_size) if pads else n
             if 0 < n < target:
                 batch = {k: _pad_rows(np.asarray(v), target) for k, v in batch.items()}
-            outputs.append(self._encode_batch(batch, key)[:n])
+            result = keras.ops.convert_to_numpy(self.predict_on_batch(batch)[key])
+            outputs.append(result[:n])
         return outputs
-
-    def _encode_batch(self, batch: dict, key: str) -> np.ndarray:
-        """Output `key` of the model on one preprocessed batch, as NumPy.
-
-        On jax, a jitted stateless call of the model, compiled once per
-        output and input shape: Keras' `predict_on_batch` there also writes
-        every variable back after each call (~92k Python calls for one
-        8-text batch of the small CLIP, against ~1.1k for this; same
-        outputs, traced again whenever Keras drops its `predict_function`).
-        Elsewhere, for an unbuilt model, and under a
-        `keras.distribution` or `jit_compile=False`, `predict_on_batch`.
-        """
-        if (
-            keras.config.backend() != "jax"
-            or not self.built
-            or keras.distribution.distribution() is not None
-            or getattr(self, "jit_compile", True) is False
-        ):
-            return keras.ops.convert_to_numpy(self.predict_on_batch(batch)[key])
-        import jax
-
-        # Keras drops `predict_function` whenever the call may change (e.g.
-        # `compile`, `CLIPRocket.set_zero_shot_head`): the jitted calls
-        # follow it, so a changed model is traced again.
-        self.make_predict_function()
-        owner, functions = self.__dict__.get("_jax_encoders", (None, {}))
-        if owner is not self.predict_function:
-            functions = {}
-            self.__dict__["_jax_encoders"] = (self.predict_function, functions)
-        if key not in functions:
-
-            def forward(trainable, non_trainable, inputs):
-                outputs, _ = self.stateless_call(
-                    trainable, non_trainable, inputs, training=False
-                )
-                return outputs[key]
-
-            functions[key] = jax.jit(forward)
-        result = functions[key](
-            [v.value for v in self.trainable_variables],
-            [v.value for v in self.non_trainable_variables],
-            batch,
-        )
-        return np.asarray(result)
 
     def encode_images(self, images, batch_size: int = 32) -> np.ndarray:
         """L2-normalised image embeddings for raw images.
