@@ -265,6 +265,24 @@ class ContrastiveModel(keras.Model):
                 "`preprocessor=` to use raw images and strings."
             )
 
+    def _build_preprocessing(self) -> None:
+        """Mark the preprocessor's weightless layers built.
+
+        Keras' jax `predict_on_batch` and `predict` run an extra eager
+        forward pass of the whole model on every call while any of its layers
+        is unbuilt, and an image converter's `Resizing` is built only by the
+        first image: encoding texts alone cost 67 ms per 1-text call of the
+        small CLIP instead of 12.7 ms (2026-12-02, AMD EPYC).
+        """
+        preprocessor = self.preprocessor
+        if preprocessor is None:
+            return
+        if not preprocessor.built:
+            preprocessor.build()
+        for layer in preprocessor._flatten_layers():
+            if not layer.built and not layer.weights:
+                layer.built = True
+
     def _encode(self, batches, key, batch_size: int | None = None):
         """Run `predict_on_batch` over batches of preprocessed inputs.
 
@@ -277,6 +295,7 @@ class ContrastiveModel(keras.Model):
         one image to 8 rows cost it about 3x the forward pass, 2026-12-01).
         """
         pads = keras.config.backend() != "torch"
+        self._build_preprocessing()
         outputs = []
         for batch in batches:
             n = len(next(iter(batch.values())))
