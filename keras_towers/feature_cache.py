@@ -188,6 +188,16 @@ def cache_locked_features(
 # === Which towers ===
 
 
+def _has_locked_part(source: FeatureSource) -> bool:
+    return source.tower is not None and bool(source.tower.locked_part)
+
+
+def locked_sources(model) -> list[FeatureSource]:
+    """The model's towers with a locked part: what `cache_locked_features`
+    caches when `towers` is `None`."""
+    return [s for s in model.feature_sources() if _has_locked_part(s)]
+
+
 def _select_sources(model, towers) -> list[FeatureSource]:
     if not hasattr(model, "feature_sources"):
         raise TypeError(
@@ -197,7 +207,7 @@ def _select_sources(model, towers) -> list[FeatureSource]:
     sources = model.feature_sources()
     by_name = {s.name: s for s in sources}
     if towers is None:
-        selected = [s for s in sources if s.tower is not None and s.tower.locked_part]
+        selected = [s for s in sources if _has_locked_part(s)]
         if not selected:
             status = ", ".join(
                 f"{s.name}: {'not loaded' if s.tower is None else 'unlocked'}"

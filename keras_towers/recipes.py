@@ -29,6 +29,7 @@ from keras_towers import recipes_rocket
 from keras_towers import training
 from keras_towers.datasets.paths import data_dir
 from keras_towers.feature_cache import cache_locked_features
+from keras_towers.feature_cache import locked_sources
 from keras_towers.models import CLIP
 from keras_towers.models import CLIPRocket
 from keras_towers.models import LiT
@@ -353,11 +354,7 @@ def _cached_feature_trainer(data: str) -> Callable:
         # Augmented captions must go through the text tower every step.
         towers = None
         if kwargs.get("text_views") is not None:
-            towers = [
-                s.name
-                for s in model.feature_sources()
-                if s.name != "text" and s.tower is not None and s.tower.locked_part
-            ]
+            towers = [s.name for s in locked_sources(model) if s.name != "text"]
         train_arrays = locked_feature_arrays(
             model, train_pairs, _frozen_size_pairs(data, train_pairs, 0, size), towers
         )
