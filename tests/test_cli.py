@@ -115,7 +115,6 @@ def test_eval_json_and_report(capsys, tmp_path, pairs_csv):
         + " |"
     )
     assert 0.0 <= zero_shot["accuracy"] <= 1.0 and zero_shot["num_examples"] == 60
-    retrieval = metrics[f"retrieval:{pairs_csv}"]
     for direction in ("image_to_text", "text_to_image"):
         recalls = [retrieval[f"{direction}_recall@{k}"] for k in (1, 5, 10)]
         assert recalls == sorted(recalls)  # recall@k grows with k

@@ -91,9 +91,8 @@ def _headline_cell(metrics: dict) -> str:
     return "-"
 
 
-def _header_cell(task: str, rows) -> str:
-    """`task` and what its cells show."""
-    metrics = next((m for _, t, m in rows if t == task), {})
+def _header_cell(task: str, metrics: dict) -> str:
+    """`task` and what its cells show (`metrics`: one result of it)."""
     if "accuracy" in metrics:
         return f"`{task}` top-1"
     if "image_to_text_recall@1" in metrics:
@@ -121,17 +120,16 @@ def markdown_table(rows) -> str:
     tasks_ = list(dict.fromkeys(task for _, task, _ in rows))
     cells = {(preset, task): metrics for preset, task, metrics in rows}
     presets_ = list(dict.fromkeys(preset for preset, _, _ in rows))
+    # Each task's first result: what its header and chance cells read.
+    first = {t: next(m for _, task, m in rows if task == t) for t in tasks_}
     lines = [
-        "| preset | " + " | ".join(_header_cell(t, rows) for t in tasks_) + " |",
+        "| preset | " + " | ".join(_header_cell(t, first[t]) for t in tasks_) + " |",
         "|---|" + "---|" * len(tasks_),
     ]
     for preset in presets_:
         values = [_headline_cell(cells.get((preset, t), {})) for t in tasks_]
         lines.append(f"| `{preset}` | " + " | ".join(values) + " |")
-    chance = []
-    for t in tasks_:
-        first = next((m for p, task, m in rows if task == t), {})
-        chance.append(_chance_cell(first))
+    chance = [_chance_cell(first[t]) for t in tasks_]
     lines.append("| *chance* | " + " | ".join(chance) + " |")
     return "\n".join(lines) + "\n"
 
