@@ -272,8 +272,9 @@ class ContrastiveModel(keras.Model):
         Keras' jax `predict_on_batch` and `predict` run an extra eager
         forward pass of the whole model on every call while any of its
         layers is unbuilt, and an image converter's `Resizing` is built only
-        by the first image: encoding texts alone cost 67 ms per 1-text call
-        of the small CLIP instead of 12.7 ms (2026-12-02, AMD EPYC).
+        by the first image: encoding texts alone cost 69 ms per 1-text call
+        of the small CLIP instead of 12 ms (`benchmarks/encode_texts_only.py`,
+        2026-12-02, AMD EPYC).
         `encode_*` and `predict` call this first.
         """
         preprocessor = self.preprocessor
